@@ -1,0 +1,167 @@
+// The configuration model: daemon settings, presets (services) and modes, plus loading and
+// validation. Every later stage reads these plain structs; only config/ parses YAML.
+//
+// Layout on disk (the predecessor's): a directory holding `presets/**/*.yaml` (one preset per
+// file), `modes/*.yaml` (one mode per file) and optionally `gpumod.yaml` (daemon settings).
+// A single daemon file may instead name `presets_dir` / `modes_dir`, or carry inline
+// `presets:` / `modes:` lists.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/result.hpp"
+
+namespace gpumod::config {
+
+// What kind of server a preset runs; decides health, sleep and command rendering.
+enum class Driver { vllm, llamacpp, fastapi, generic, docker };
+// How the process lives.
+enum class RunnerKind { process, systemd };
+// How a service sleeps: none, vLLM level 1 / level 2, or llama.cpp router unload.
+enum class SleepMode { none, l1, l2, router };
+enum class ProbeKind { auto_detect, nvml, sim };
+
+const char* to_string(Driver d);
+const char* to_string(RunnerKind r);
+const char* to_string(SleepMode s);
+const char* to_string(ProbeKind p);
+
+// Where a value came from, so every error can name file, line and key.
+struct SourceLoc {
+  std::string file;
+  int line = 0;  // 1-based; 0 when unknown (embedded default)
+};
+
+struct Preset {
+  // --- predecessor keys ---
+  std::string id;
+  std::string name;
+  Driver driver = Driver::generic;
+  int port = 0;
+  std::int64_t vram_mb = 0;
+  std::optional<int> context_size;
+  std::optional<double> kv_cache_per_1k;
+  std::string model_id;
+  std::string model_path;
+  std::string health_endpoint = "/health";
+  std::chrono::seconds startup_timeout{120};
+  bool supports_sleep = false;
+  SleepMode sleep_mode = SleepMode::none;
+  std::string unit_template;                       // a systemd unit name (may hold "%i"-style vars)
+  std::map<std::string, std::string> unit_vars;    // open map, $VAR / $HOME expanded at load
+  // --- gpumod keys ---
+  RunnerKind runner = RunnerKind::process;
+  std::vector<std::string> cmd;                    // explicit argv; empty => rendered from driver
+  std::map<std::string, std::string> env;
+  int priority = 50;                               // higher wins; 0..100
+  bool pinned = false;                             // never evicted
+  std::optional<std::chrono::seconds> keep_alive;  // idle time before it may be slept/stopped
+  std::vector<int> gpus;                           // allowed GPU indexes; empty => any
+  std::vector<std::string> aliases;                // other names that resolve to this service
+  std::vector<std::string> models;                 // models a llama.cpp router serves
+  std::optional<std::int64_t> sleep_vram_mb;       // memory still held while asleep (residual)
+  std::optional<std::string> sleep_url;            // generic/fastapi: POST to sleep
+  std::optional<std::string> wake_url;             // generic/fastapi: POST to wake
+
+  SourceLoc loc;
+  std::map<std::string, SourceLoc> key_locs;       // per key, for later cross-check messages
+
+  [[nodiscard]] bool can_sleep() const { return supports_sleep && sleep_mode != SleepMode::none; }
+  // The residual a sleeping service still holds: explicit sleep_vram_mb, else a per-mode
+  // default (l1 keeps ~10%, l2 and router keep ~2% of declared memory).
+  [[nodiscard]] std::int64_t sleep_residual_mb() const;
+};
+
+struct Mode {
+  std::string id;
+  std::string name;
+  std::string description;
+  std::vector<std::string> services;
+  SourceLoc loc;
+};
+
+struct SimGpu {
+  std::string name = "gpumod simulated GPU";
+  std::int64_t memory_mb = 24576;
+};
+
+struct PolicySettings {
+  std::int64_t headroom_mb = 512;                              // kept free on every GPU
+  std::chrono::milliseconds vram_release_timeout{120000};      // wait for the driver to free
+  std::chrono::milliseconds vram_poll_interval{20};            // during transitions
+  std::chrono::milliseconds health_poll_interval{50};          // while starting / waking
+  std::chrono::milliseconds idle_poll_interval{2000};          // when nothing is moving
+  std::chrono::milliseconds stop_grace{10000};                 // SIGTERM -> SIGKILL
+  std::size_t queue_max = 1024;                                // bounded admission queue
+  std::chrono::milliseconds default_request_timeout{300000};  // deadline when a request gives none
+  std::chrono::milliseconds aging_interval{30000};             // +1 effective priority per interval
+  std::chrono::seconds default_keep_alive{0};                  // 0 => evictable as soon as idle
+  std::int64_t max_body_bytes = 8 * 1024 * 1024;              // HTTP body limit
+};
+
+struct DaemonSettings {
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 7979;
+  std::filesystem::path state_dir;  // default: $XDG_STATE_HOME/gpumod or /var/lib/gpumod as root
+  std::filesystem::path log_dir;    // default: <state_dir>/logs
+  ProbeKind probe = ProbeKind::auto_detect;
+  std::vector<SimGpu> sim_gpus = {SimGpu{}};  // used when the probe is sim
+  std::chrono::milliseconds sim_release_lag{0};  // sim: memory lingers this long after exit
+  std::vector<int> gpus;                         // GPU indexes gpumod may use; empty => all
+  std::optional<std::string> api_token;          // bearer token; required for non-loopback bind
+  std::string systemd_bus = "user";              // "user" or "system"
+  PolicySettings policy;
+  SourceLoc loc;
+};
+
+struct Diagnostic {
+  enum class Severity { error, warning };
+  Severity severity = Severity::error;
+  std::string file;
+  int line = 0;
+  std::string key;      // dotted path of the offending key, e.g. "unit_vars.port" or "services[2]"
+  std::string message;  // what is wrong and what was expected
+  // "file:line: key: message" (the form every CLI and API error uses)
+  [[nodiscard]] std::string str() const;
+};
+
+struct Config {
+  DaemonSettings daemon;
+  std::vector<Preset> presets;
+  std::vector<Mode> modes;
+  std::vector<Diagnostic> warnings;
+  std::string source;  // what was loaded ("embedded default" or a path)
+
+  [[nodiscard]] const Preset* find_preset(const std::string& id) const;
+  [[nodiscard]] const Mode* find_mode(const std::string& id) const;
+  // Resolve a model name: service id, then model_id, then alias, then a router's models.
+  [[nodiscard]] const Preset* resolve_model(const std::string& model) const;
+};
+
+struct LoadResult {
+  std::optional<Config> config;          // set when there are no errors
+  std::vector<Diagnostic> diagnostics;   // errors and warnings, in file order
+  [[nodiscard]] bool ok() const { return config.has_value(); }
+  [[nodiscard]] std::string error_text() const;  // all errors, one per line
+};
+
+struct LoadOptions {
+  std::optional<std::string> listen;                 // "HOST:PORT" override
+  std::optional<std::filesystem::path> state_dir;    // override
+  std::filesystem::path bin_dir;                     // expands ${GPUMOD_BIN_DIR} (default: dir of /proc/self/exe)
+};
+
+// Load a daemon file, or a directory with presets/, modes/ and optionally gpumod.yaml.
+LoadResult load(const std::filesystem::path& path, const LoadOptions& opts = {});
+// The built-in demo: one simulated 24 GiB GPU and a few services run by the bundled test engine.
+LoadResult embedded_default(const LoadOptions& opts = {});
+// Parse from a string (tests); `name` is used as the file name in diagnostics.
+LoadResult load_daemon_string(const std::string& yaml, const std::string& name, const LoadOptions& opts = {});
+
+}  // namespace gpumod::config

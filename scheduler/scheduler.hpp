@@ -1,0 +1,182 @@
+// Scheduler: the single thread that owns every piece of mutable state (services, GPUs,
+// ledger, queue, leases). Callers on other threads post commands and get futures; backend
+// work (start, health polling, sleep, stop, VRAM release waits) runs on worker threads and
+// posts completion events back. Readers get an immutable snapshot published after each
+// change, so nothing is shared under ad-hoc locks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backends/driver.hpp"
+#include "backends/gpu_probe.hpp"
+#include "backends/runner.hpp"
+#include "config/clock.hpp"
+#include "config/config.hpp"
+#include "config/result.hpp"
+#include "exporter/metrics.hpp"
+#include "policy/planner.hpp"
+
+namespace gpumod::scheduler {
+
+// Everything the scheduler drives, injected so tests can use in-memory fakes.
+struct Deps {
+  const Clock* clock = &SystemClock::instance();
+  exporter::Metrics* metrics = nullptr;  // may be null in tests
+  backends::GpuProbe* probe = nullptr;
+  backends::Runner* process_runner = nullptr;
+  backends::Runner* systemd_runner = nullptr;  // null => presets with runner: systemd fail to start
+  std::function<std::unique_ptr<backends::Driver>(const config::Preset&)> make_driver;
+  // Builds the launch spec (argv, env, log path) for a preset on a GPU.
+  std::function<Result<backends::LaunchSpec>(const config::Preset&, int gpu)> make_launch;
+  // Re-reads the config from where it came from (for reload); null => reload unsupported.
+  std::function<config::LoadResult()> load_config;
+  std::size_t worker_threads = 8;
+};
+
+enum class RequestStatus { queued, admitted, ready, rejected, timed_out, cancelled };
+const char* to_string(RequestStatus s);
+
+struct RequestSpec {
+  std::string model;
+  std::optional<int> priority;                     // default: the service's priority
+  std::optional<std::chrono::milliseconds> timeout;  // default: policy.default_request_timeout
+  std::optional<std::chrono::seconds> keep_alive;    // extends the service's keep-alive
+  bool hold_lease = false;  // proxy: hold a lease from ready until release_lease()
+  std::string request_id;   // set by the caller (HTTP request id) or generated
+};
+
+using LeaseId = std::uint64_t;
+
+struct RequestOutcome {
+  std::string request_id;
+  RequestStatus status = RequestStatus::queued;
+  int http_status = 200;  // 200 ready, 404 unknown model, 409, 422 never fits, 503 full/VRAM, 504 deadline
+  std::string message;    // for a person
+  std::string service;
+  std::string endpoint;   // "http://127.0.0.1:PORT"
+  int gpu = -1;
+  double waited_seconds = 0;
+  std::optional<LeaseId> lease;
+  int retry_after_seconds = 0;  // for 503
+};
+
+struct RequestTicket {
+  std::string request_id;
+  std::shared_future<RequestOutcome> outcome;
+};
+
+struct RequestInfo {
+  std::string request_id;
+  std::string model;
+  std::string service;
+  RequestStatus status = RequestStatus::queued;
+  int priority = 0;
+  double age_seconds = 0;
+  std::optional<RequestOutcome> outcome;
+};
+
+enum class ServiceAction { start, stop, sleep, wake };
+const char* to_string(ServiceAction a);
+
+struct ActionResult {
+  bool ok = false;
+  int http_status = 200;
+  std::string message;
+};
+
+// As the predecessor's ModeResult: what a mode switch did.
+struct ModeResult {
+  bool ok = false;
+  int http_status = 200;
+  std::string mode;
+  std::vector<std::string> started, stopped, slept, woken;
+  std::vector<std::string> errors;
+  double seconds = 0;
+};
+
+struct ReloadResult {
+  bool ok = false;
+  std::string message;  // errors (file:line: key: message) or a summary of what changed
+  std::vector<std::string> added, removed, changed;
+};
+
+struct ServiceSnapshot {
+  std::string id;
+  std::string driver;
+  std::string runner;
+  policy::SvcState state = policy::SvcState::stopped;
+  int gpu = -1;
+  int port = 0;
+  std::int64_t vram_bytes = 0;
+  std::optional<std::int64_t> measured_bytes;
+  int priority = 0;
+  bool pinned = false;
+  int leases = 0;
+  int pid = 0;
+  std::vector<std::string> models;  // model ids and aliases it answers to
+  std::string last_error;
+  double state_seconds = 0;  // time in the current state
+  double cold_start_estimate_s = 0;
+  double wake_estimate_s = 0;
+};
+
+struct GpuSnapshot {
+  int index = 0;
+  std::string uuid, name;
+  std::int64_t total_bytes = 0, used_bytes = 0, free_bytes = 0, ledger_bytes = 0, effective_free_bytes = 0;
+  std::optional<double> utilization_ratio, temperature_celsius, power_watts;
+};
+
+struct Snapshot {
+  std::vector<GpuSnapshot> gpus;
+  std::vector<ServiceSnapshot> services;
+  std::vector<RequestInfo> queue;
+  std::string current_mode;
+  bool probe_up = true;
+  std::string probe_kind;
+  std::string config_source;
+  std::uint64_t version = 0;  // increments on every publish
+};
+
+struct DryRun {
+  policy::Plan plan;
+  std::string service;
+  std::vector<std::string> steps;  // "sleep qwen3-coder on GPU 0 (frees 19.5 GiB)" ...
+};
+
+class Scheduler {
+ public:
+  Scheduler(config::Config config, Deps deps);
+  ~Scheduler();  // stops the thread; running services keep running (a restart adopts them)
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  void start();  // adopts running services, then starts the loop
+  void stop();
+
+  RequestTicket submit(RequestSpec spec);
+  std::optional<RequestInfo> request_info(const std::string& request_id) const;
+  Result<void> cancel(const std::string& request_id);
+  void release_lease(LeaseId lease);
+
+  std::future<ActionResult> service_action(const std::string& service_id, ServiceAction action);
+  std::future<ModeResult> switch_mode(const std::string& mode_id);
+  std::future<ReloadResult> reload();
+  std::future<Result<DryRun>> dry_run(const std::string& model);
+
+  [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const;
+  [[nodiscard]] std::shared_ptr<const config::Config> config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpumod::scheduler

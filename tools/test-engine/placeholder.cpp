@@ -1,0 +1,2 @@
+// Placeholder engine
+int main() { return 0; }
