@@ -1,0 +1,42 @@
+// ApiServer: gpumod's HTTP face (cpp-httplib). Serves the control API, /metrics, /healthz,
+// the landing page and the OpenAI-compatible proxy under /v1. Handlers never touch
+// scheduler state directly: they post to the Scheduler and wait on its futures.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config/result.hpp"
+#include "exporter/metrics.hpp"
+#include "scheduler/scheduler.hpp"
+
+namespace gpumod::api {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 7979;  // 0 => pick a free port (tests)
+  std::optional<std::string> api_token;  // bearer token; required to bind beyond loopback
+  std::int64_t max_body_bytes = 8 * 1024 * 1024;
+  int threads = 16;
+};
+
+class ApiServer {
+ public:
+  ApiServer(scheduler::Scheduler& scheduler, exporter::Metrics& metrics, ServerOptions options);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  // Binds the socket; refuses a non-loopback host without a token. Returns the bound port.
+  Result<int> bind();
+  void run();   // serves until stop(); call after bind()
+  void stop();  // safe from any thread
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpumod::api
