@@ -1,0 +1,339 @@
+// `gpumod serve`: the daemon's wiring. Loads the config, picks the GPU probe (NVML when the
+// library is present, else the simulated GPU), builds the runners and drivers, starts the
+// scheduler and the HTTP API, and handles signals and the systemd notify protocol.
+#include "app/serve.hpp"
+
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/systemd_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/server.hpp"
+#include "backends/command.hpp"
+#include "backends/driver.hpp"
+#include "backends/gpu_probe.hpp"
+#include "backends/runner.hpp"
+#include "config/config.hpp"
+#include "exporter/metrics.hpp"
+#include "scheduler/scheduler.hpp"
+
+#ifndef GPUMOD_VERSION
+#define GPUMOD_VERSION "0.0.0"
+#endif
+
+namespace gpumod::app {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ServeOptions {
+  std::optional<fs::path> config_path;
+  config::LoadOptions load;
+  std::string log_level = "info";
+  bool stop_services_on_exit = false;
+};
+
+void print_serve_usage(std::ostream& out) {
+  out << "usage: gpumod serve [--config PATH] [--listen HOST:PORT] [--state-dir DIR]\n"
+         "                    [--log-level trace|debug|info|warn|error] [--stop-services-on-exit]\n"
+         "  --config PATH   a daemon file, or a directory with presets/, modes/ and optionally gpumod.yaml;\n"
+         "                  without it gpumod runs its embedded demo (simulated GPU + test engines)\n"
+         "  --stop-services-on-exit  stop every service on SIGTERM/SIGINT instead of leaving them for\n"
+         "                  the next daemon to adopt (the default keeps them running)\n";
+}
+
+// Returns nullopt and prints the problem on bad arguments.
+std::optional<ServeOptions> parse_args(const std::vector<std::string>& args) {
+  ServeOptions opts;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const char* flag) -> std::optional<std::string> {
+      if (i + 1 >= args.size()) {
+        std::cerr << "gpumod serve: " << flag << " needs a value\n";
+        return std::nullopt;
+      }
+      return args[++i];
+    };
+    if (a == "--config") {
+      auto v = value("--config");
+      if (!v) return std::nullopt;
+      opts.config_path = *v;
+    } else if (a == "--listen") {
+      auto v = value("--listen");
+      if (!v) return std::nullopt;
+      opts.load.listen = *v;
+    } else if (a == "--state-dir") {
+      auto v = value("--state-dir");
+      if (!v) return std::nullopt;
+      opts.load.state_dir = fs::path(*v);
+    } else if (a == "--log-level") {
+      auto v = value("--log-level");
+      if (!v) return std::nullopt;
+      opts.log_level = *v;
+    } else if (a == "--stop-services-on-exit") {
+      opts.stop_services_on_exit = true;
+    } else if (a == "-h" || a == "--help") {
+      print_serve_usage(std::cout);
+      std::exit(0);
+    } else {
+      std::cerr << "gpumod serve: unknown argument '" << a << "'\n";
+      print_serve_usage(std::cerr);
+      return std::nullopt;
+    }
+  }
+  return opts;
+}
+
+// Under systemd, stderr is connected to the journal (JOURNAL_STREAM names its device and
+// inode): log there with priorities instead of plain text.
+bool stderr_is_journal() {
+  const char* js = std::getenv("JOURNAL_STREAM");
+  if (js == nullptr) return false;
+  struct stat st {};
+  if (fstat(STDERR_FILENO, &st) != 0) return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(js, "%llu:%llu", &dev, &ino) != 2) return false;
+  return dev == static_cast<unsigned long long>(st.st_dev) && ino == static_cast<unsigned long long>(st.st_ino);
+}
+
+void setup_logging(const std::string& level) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (stderr_is_journal()) {
+    logger = std::make_shared<spdlog::logger>("gpumod", std::make_shared<spdlog::sinks::systemd_sink_mt>());
+  } else {
+    logger = spdlog::stderr_color_mt("gpumod");
+  }
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+config::LoadResult load_config(const ServeOptions& opts) {
+  if (opts.config_path) return config::load(*opts.config_path, opts.load);
+  return config::embedded_default(opts.load);
+}
+
+// NVML when the driver library is present (or demanded), the simulated GPU otherwise.
+Result<std::unique_ptr<backends::GpuProbe>> make_probe(const config::DaemonSettings& d, const fs::path& sim_dir) {
+  using config::ProbeKind;
+  if (d.probe != ProbeKind::sim) {
+    auto nvml = backends::make_nvml_probe();
+    if (nvml) {
+      spdlog::info("GPU probe: NVML");
+      return std::move(nvml.value());
+    }
+    if (d.probe == ProbeKind::nvml) return make_error("NVML probe requested but unavailable: " + nvml.error());
+    spdlog::info("GPU probe: simulated ({}); NVML unavailable: {}", sim_dir.string(), nvml.error());
+  }
+  return backends::make_sim_probe(d.sim_gpus, sim_dir, d.sim_release_lag, SystemClock::instance());
+}
+
+// Blocks the signals we handle in every thread, so only the waiter thread sees them.
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+std::string gpu_summary(const scheduler::Snapshot& snap) {
+  std::string s;
+  for (const auto& g : snap.gpus) {
+    if (!s.empty()) s += ", ";
+    s += "GPU" + std::to_string(g.index) + " " + std::to_string(g.free_bytes >> 20) + "/" +
+         std::to_string(g.total_bytes >> 20) + " MiB free";
+  }
+  return s;
+}
+
+}  // namespace
+
+int run_serve(const std::vector<std::string>& args) {
+  auto parsed = parse_args(args);
+  if (!parsed) return 2;
+  ServeOptions opts = std::move(*parsed);
+  setup_logging(opts.log_level);
+
+  const sigset_t signals = handled_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread exists
+  signal(SIGPIPE, SIG_IGN);                       // a client hanging up must not kill us
+
+  config::LoadResult loaded = load_config(opts);
+  for (const auto& d : loaded.diagnostics) {
+    if (d.severity == config::Diagnostic::Severity::warning) spdlog::warn("config: {}", d.str());
+  }
+  if (!loaded.ok()) {
+    std::cerr << "gpumod serve: the configuration has errors:\n" << loaded.error_text() << "\n";
+    return 1;
+  }
+  config::Config cfg = std::move(*loaded.config);
+  const config::DaemonSettings daemon = cfg.daemon;
+  spdlog::info("gpumod {} starting: config {}, {} services, {} modes, state dir {}", GPUMOD_VERSION, cfg.source,
+               cfg.presets.size(), cfg.modes.size(), daemon.state_dir.string());
+
+  std::error_code ec;
+  fs::create_directories(daemon.state_dir, ec);
+  if (ec) {
+    std::cerr << "gpumod serve: cannot create state dir " << daemon.state_dir << ": " << ec.message() << "\n";
+    return 1;
+  }
+  const fs::path log_dir = daemon.log_dir.empty() ? daemon.state_dir / "logs" : daemon.log_dir;
+  const fs::path sim_dir = daemon.state_dir / "sim";
+  fs::create_directories(log_dir, ec);
+  fs::create_directories(sim_dir, ec);
+
+  exporter::Metrics metrics(exporter::BuildInfo{GPUMOD_VERSION, "unknown", "g++ " __VERSION__});
+
+  auto probe = make_probe(daemon, sim_dir);
+  if (!probe) {
+    std::cerr << "gpumod serve: " << probe.error() << "\n";
+    return 1;
+  }
+  std::unique_ptr<backends::Runner> process_runner = backends::make_process_runner(daemon.state_dir);
+  // The systemd runner is optional: without a bus, services that ask for it fail with the reason.
+  std::unique_ptr<backends::Runner> systemd_runner;
+  bool wants_systemd = false;
+  for (const auto& p : cfg.presets) wants_systemd |= p.runner == config::RunnerKind::systemd;
+  if (wants_systemd) {
+    auto r = backends::make_systemd_runner(daemon.state_dir, daemon.systemd_bus != "system");
+    if (r) {
+      systemd_runner = std::move(r.value());
+    } else {
+      spdlog::error("systemd runner unavailable ({}); presets with runner: systemd cannot start", r.error());
+    }
+  }
+
+  scheduler::Deps deps;
+  deps.metrics = &metrics;
+  deps.probe = probe->get();
+  deps.process_runner = process_runner.get();
+  deps.systemd_runner = systemd_runner.get();
+  deps.make_driver = [](const config::Preset& p) { return backends::make_driver(p); };
+  deps.make_launch = [log_dir, sim_dir](const config::Preset& p, int gpu) -> Result<backends::LaunchSpec> {
+    auto cmd = backends::render_command(p, gpu);
+    if (!cmd) return make_error(cmd.error());
+    backends::LaunchSpec spec;
+    spec.service_id = p.id;
+    spec.argv = std::move(cmd->argv);
+    spec.env = std::move(cmd->env);
+    spec.env.emplace(backends::kSimDirEnv, sim_dir.string());
+    spec.log_path = log_dir / (p.id + ".log");
+    if (p.runner == config::RunnerKind::systemd) spec.unit = p.unit_template;
+    return spec;
+  };
+  deps.load_config = [opts]() { return load_config(opts); };
+
+  scheduler::Scheduler sched(std::move(cfg), deps);
+  sched.start();
+
+  api::ServerOptions server_opts;
+  server_opts.host = daemon.listen_host;
+  server_opts.port = daemon.listen_port;
+  server_opts.api_token = daemon.api_token;
+  server_opts.max_body_bytes = daemon.policy.max_body_bytes;
+  api::ApiServer server(sched, metrics, server_opts);
+  auto port = server.bind();
+  if (!port) {
+    std::cerr << "gpumod serve: " << port.error() << "\n";
+    sched.stop();
+    return 1;
+  }
+  spdlog::info("listening on http://{}:{}", daemon.listen_host, *port);
+
+  // Signal waiter: TERM/INT stop the server (run() returns), HUP reloads the config.
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> signal_seen{false};
+  std::thread signal_thread([&] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP: reloading configuration");
+        sd_notify(0, "RELOADING=1");
+        auto result = sched.reload().get();
+        if (result.ok) {
+          spdlog::info("reload: {}", result.message);
+        } else {
+          spdlog::error("reload failed, keeping the running configuration: {}", result.message);
+        }
+        sd_notify(0, "READY=1");
+        continue;
+      }
+      if (sig == SIGTERM || sig == SIGINT) {
+        spdlog::info("signal {}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        signal_seen = true;
+        stopping = true;
+        server.stop();
+        return;
+      }
+    }
+  });
+
+  // systemd: READY once we answer; watchdog pings while the scheduler keeps publishing.
+  std::mutex wd_mu;
+  std::condition_variable wd_cv;
+  std::thread watchdog_thread;
+  std::uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    watchdog_thread = std::thread([&] {
+      const auto interval = std::chrono::microseconds(watchdog_usec / 2);
+      std::unique_lock lock(wd_mu);
+      while (!stopping) {
+        auto snap = sched.snapshot();
+        sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s", snap ? gpu_summary(*snap).c_str() : "starting");
+        wd_cv.wait_for(lock, interval, [&] { return stopping.load(); });
+      }
+    });
+  }
+  {
+    auto snap = sched.snapshot();
+    const std::string status = "serving on " + daemon.listen_host + ":" + std::to_string(*port) +
+                               (snap ? "; " + gpu_summary(*snap) : std::string());
+    sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(getpid()));
+  }
+
+  server.run();  // returns after server.stop()
+
+  sd_notify(0, "STOPPING=1");
+  stopping = true;
+  wd_cv.notify_all();
+  if (watchdog_thread.joinable()) watchdog_thread.join();
+  // If run() ended without a signal, the waiter still sits in sigwait: wake it so it can end.
+  if (!signal_seen) pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  if (opts.stop_services_on_exit) {
+    auto snap = sched.snapshot();
+    std::vector<std::future<scheduler::ActionResult>> stops;
+    for (const auto& s : snap->services) {
+      if (s.state != policy::SvcState::stopped) stops.push_back(sched.service_action(s.id, scheduler::ServiceAction::stop));
+    }
+    for (auto& f : stops) {
+      if (f.wait_for(std::chrono::seconds(60)) == std::future_status::ready) {
+        auto r = f.get();
+        if (!r.ok) spdlog::warn("stop on exit: {}", r.message);
+      }
+    }
+  }
+  sched.stop();
+  spdlog::info("gpumod stopped");
+  return 0;
+}
+
+}  // namespace gpumod::app

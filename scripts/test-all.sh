@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs the whole gpumod test suite: a normal build and an
+# AddressSanitizer + UndefinedBehaviorSanitizer build, each with every test. Debian 12, as root.
+# Safe to run twice: builds are incremental and installs are idempotent.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh || exit 1
+jobs=$(nproc)
+set -e
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGPUMOD_SANITIZE=ON -DGPUMOD_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+set +e
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+echo "== tests: normal build =="
+ctest --test-dir build --output-on-failure -j"$jobs"
+normal=$?
+echo "== tests: ASan + UBSan build =="
+ctest --test-dir build-asan --output-on-failure -j"$jobs"
+asan=$?
+[ "$normal" -eq 0 ] && [ "$asan" -eq 0 ]
