@@ -28,10 +28,22 @@ struct BuildInfo {
 
 // The service states, in the order they are exported as gpumod_service_state{state=...}.
 inline const std::vector<std::string>& service_states() {
-  static const std::vector<std::string> states = {"stopped", "starting", "ready",   "sleeping",
+  static const std::vector<std::string> states = {"stopped", "starting", "ready", "sleeping",
                                                   "waking",  "stopping", "failed"};
   return states;
 }
+
+// Rejection reasons whose gpumod_request_rejections_total series exist (at 0) from the start.
+// inc_rejection() accepts other reasons too; keep them to a small fixed set.
+const std::vector<std::string>& rejection_reasons();
+// The eviction actions of gpumod_service_evictions_total{action}.
+const std::vector<std::string>& eviction_actions();
+// The /v1 endpoints whose gpumod_proxy_requests_total{endpoint,code="200"} series are created
+// at 0 with each service; pass these exact strings to inc_proxied_request().
+const std::vector<std::string>& proxy_endpoints();
+
+// HTML for the daemon's landing page at "/", linking /metrics.
+std::string landing_page();
 
 class Metrics {
  public:
@@ -45,6 +57,9 @@ class Metrics {
   // The full set of configured services: creates series for new ones at 0, removes the
   // series of services no longer listed.
   void set_services(const std::vector<std::string>& ids);
+  // The full set of configured modes: creates gpumod_mode_switches_total and
+  // gpumod_mode_switch_failures_total at 0 for new ones, removes those of modes no longer listed.
+  void set_modes(const std::vector<std::string>& ids);
 
   // --- per GPU ---
   void set_gpu_memory(int gpu, std::int64_t total, std::int64_t used, std::int64_t free,
@@ -77,7 +92,9 @@ class Metrics {
   void inc_vram_release_timeout(int gpu);
   void inc_mode_switch(const std::string& mode);
   void inc_mode_switch_failure(const std::string& mode);
-  void inc_config_reload(bool success);  // also sets the last-success timestamp on success
+  // Also sets gpumod_config_last_reload_successful, and the last-success timestamp on success.
+  // Construction counts as the first successful load (the daemon starts only with a valid config).
+  void inc_config_reload(bool success);
 
   // Text exposition format 0.0.4.
   [[nodiscard]] std::string render() const;
