@@ -3,6 +3,7 @@
 // scheduler state directly: they post to the Scheduler and wait on its futures.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -14,17 +15,27 @@
 
 namespace gpumod::api {
 
+class Control;  // api/control.hpp: what the handlers need from the daemon (fakeable in tests)
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 7979;  // 0 => pick a free port (tests)
+  int port = 7979;                       // 0 => pick a free port (tests)
   std::optional<std::string> api_token;  // bearer token; required to bind beyond loopback
   std::int64_t max_body_bytes = 8 * 1024 * 1024;
   int threads = 16;
+  // /v1 proxy: how long to wait for a service to accept a connection, and for each read of
+  // its answer (a long generation without streaming must fit in this).
+  std::chrono::milliseconds upstream_connect_timeout{5000};
+  std::chrono::milliseconds upstream_read_timeout{600000};
+  // Extra time a handler waits on a scheduler future beyond the operation's own deadline.
+  std::chrono::milliseconds scheduler_grace{5000};
 };
 
 class ApiServer {
  public:
   ApiServer(scheduler::Scheduler& scheduler, exporter::Metrics& metrics, ServerOptions options);
+  // Same server over any Control (tests use a fake one).
+  ApiServer(std::shared_ptr<Control> control, ServerOptions options);
   ~ApiServer();
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;

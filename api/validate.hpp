@@ -1,0 +1,47 @@
+// Input checks for the HTTP layer: model names and ids, the POST /request body, request ids,
+// bearer tokens and the loopback rule. Pure functions, so they are tested without a server.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "config/result.hpp"
+
+namespace gpumod::api {
+
+inline constexpr std::size_t kMaxNameLength = 128;
+
+// Model names, service ids, mode ids and request ids: 1..128 of [A-Za-z0-9._:/@-].
+// Nothing else may reach the scheduler (and nothing ever reaches a shell).
+bool valid_name(std::string_view name);
+// Why `name` is not valid, in words a person can act on ("" when it is valid).
+std::string name_problem(std::string_view what, std::string_view name);
+
+// A client's X-Request-Id is reused when it is 1..64 of [A-Za-z0-9._:-]; otherwise a new
+// one is generated.
+bool acceptable_request_id(std::string_view id);
+std::string generate_request_id();
+
+// The body of POST /request.
+struct RequestBody {
+  std::string model;
+  std::optional<int> priority;
+  std::optional<std::chrono::milliseconds> timeout;
+  std::optional<std::chrono::seconds> keep_alive;
+  bool wait = true;
+};
+// Strict: a JSON object with `model` (string) and optional `priority` (integer 0..100),
+// `timeout_s` (number, 0 < t <= 86400), `keep_alive_s` (number, 0..604800), `wait` (bool).
+// Unknown fields are errors (a typo such as "timout_s" must not be silently ignored).
+Result<RequestBody> parse_request_body(std::string_view body);
+
+// 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback_host(std::string_view host);
+// Compares in time that depends only on the lengths, not on where the strings differ.
+bool tokens_equal(std::string_view a, std::string_view b);
+// The token of an "Authorization: Bearer <token>" header value, if it has that form.
+std::optional<std::string> bearer_token(std::string_view header_value);
+
+}  // namespace gpumod::api
