@@ -29,19 +29,19 @@ const char* to_string(SvcState s);
 struct ServiceView {
   std::string id;
   SvcState state = SvcState::stopped;
-  int gpu = -1;                  // where it lives (meaningful unless stopped/failed)
-  Bytes vram = 0;                // declared, charged from starting to stopping
-  Bytes sleep_residual = 0;      // charged while sleeping
+  int gpu = -1;              // where it lives (meaningful unless stopped/failed)
+  Bytes vram = 0;            // declared, charged from starting to stopping
+  Bytes sleep_residual = 0;  // charged while sleeping
   bool can_sleep = false;
-  int priority = 50;             // higher is more important
+  int priority = 50;  // higher is more important
   bool pinned = false;
-  int leases = 0;                // > 0 => busy, never evicted
-  bool keep_alive_active = false;// inside its keep-alive window => not evicted for lower priority
-  std::int64_t last_used = 0;    // monotonic ticks; smaller = used longer ago
-  double cold_start_s = 30.0;    // moving estimates, used as eviction cost
+  int leases = 0;                  // > 0 => busy, never evicted
+  bool keep_alive_active = false;  // inside its keep-alive window => not evicted for lower priority
+  std::int64_t last_used = 0;      // monotonic ticks; smaller = used longer ago
+  double cold_start_s = 30.0;      // moving estimates, used as eviction cost
   double wake_s = 2.0;
-  int port = 0;                  // services sharing a port are mutually exclusive
-  std::vector<int> allowed_gpus; // empty => any
+  int port = 0;                   // services sharing a port are mutually exclusive
+  std::vector<int> allowed_gpus;  // empty => any
 };
 
 struct PlanRequest {
@@ -56,7 +56,7 @@ struct Action {
   ActionKind kind = ActionKind::start;
   std::size_t service = 0;  // index into services (unused for wait_free)
   int gpu = -1;
-  Bytes bytes = 0;          // wait_free: bytes that must show free on `gpu` before continuing
+  Bytes bytes = 0;  // wait_free: bytes that must show free on `gpu` before continuing
 };
 
 enum class Outcome {
@@ -71,11 +71,21 @@ const char* to_string(Outcome o);
 struct Plan {
   Outcome outcome = Outcome::wait;
   std::vector<Action> actions;
-  int gpu = -1;         // where the target will run
-  std::string reason;   // human-readable: why this plan, or why wait / never fits, with numbers
+  int gpu = -1;        // where the target will run
+  std::string reason;  // human-readable: why this plan, or why wait / never fits, with numbers
 };
 
 Plan plan(const std::vector<GpuView>& gpus, const std::vector<ServiceView>& services,
           const PlanRequest& request);
+
+// Helpers the planner uses, public so the scheduler and tests apply the same rules.
+// Bytes a service is charged for in its state: vram from starting to stopping, the sleep
+// residual while sleeping, nothing when stopped or failed.
+Bytes charge_of(const ServiceView& s);
+// Why `s` may not be slept or stopped for a request of `request_priority` ("pinned", "leased",
+// "higher priority", "keep-alive", or its in-transit state), or nullptr when it may be.
+const char* protection_of(const ServiceView& s, int request_priority);
+// "19.53 GiB", "512 MiB", "12 B": how reasons print sizes.
+std::string format_bytes(Bytes b);
 
 }  // namespace gpumod::policy
