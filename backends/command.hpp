@@ -3,6 +3,8 @@
 // (llama.cpp server / router, vLLM serve), and the systemd unit file gpumod would install.
 #pragma once
 
+#include <chrono>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -15,11 +17,24 @@ namespace gpumod::backends {
 struct RenderedCommand {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // includes CUDA_VISIBLE_DEVICES
+  std::filesystem::path working_dir;       // from unit_vars.working_dir (fastapi); empty => runner default
 };
 
 // gpu: the index the planner chose. An explicit `cmd` is used as is (plus env).
 Result<RenderedCommand> render_command(const config::Preset& preset, int gpu);
-// A complete unit file text (for `gpumod service unit ID`).
-Result<std::string> render_unit_file(const config::Preset& preset, int gpu);
+// gpu < 0: no GPU chosen, CUDA_VISIBLE_DEVICES is left alone. The planner's choice wins over
+// a CUDA_VISIBLE_DEVICES in the preset's env (the VRAM ledger depends on it).
+// A complete unit file text (for `gpumod service unit ID`); stop_timeout becomes TimeoutStopSec.
+Result<std::string> render_unit_file(const config::Preset& preset, int gpu,
+                                     std::chrono::seconds stop_timeout = std::chrono::seconds(10));
+
+// Split a command line the way a POSIX shell splits words, without running one: whitespace
+// separates, '...' is literal, inside "..." a backslash escapes only backslash, double quote,
+// dollar and backquote, outside quotes a backslash escapes any next character. Unbalanced
+// quotes or a trailing backslash are errors.
+Result<std::vector<std::string>> split_args(const std::string& text);
+// Quote one word for a unit file (systemd.syntax(7)): double quotes with C escapes when needed,
+// "%%" for '%'; for_exec (ExecStart=) also writes '$' as "$$" and a lone ";" as "\;".
+std::string systemd_quote(const std::string& word, bool for_exec = true);
 
 }  // namespace gpumod::backends

@@ -20,21 +20,21 @@ namespace gpumod::backends {
 
 struct LaunchSpec {
   std::string service_id;
-  std::vector<std::string> argv;              // argv[0] is a path or a name looked up in PATH
-  std::map<std::string, std::string> env;     // added to (and overriding) gpumod's environment
-  std::filesystem::path log_path;             // process runner: stdout+stderr go here (size-capped)
-  std::string unit;                           // systemd: a named unit to start; empty => transient
-  std::filesystem::path working_dir;          // empty => state dir
+  std::vector<std::string> argv;           // argv[0] is a path or a name looked up in PATH
+  std::map<std::string, std::string> env;  // added to (and overriding) gpumod's environment
+  std::filesystem::path log_path;          // process runner: stdout+stderr go here (size-capped)
+  std::string unit;                        // systemd: a named unit to start; empty => transient
+  std::filesystem::path working_dir;       // empty => state dir
 };
 
 // What a runner remembers about a live service; persisted so a restarted daemon adopts it.
 struct RunInfo {
   std::string service_id;
-  int pid = 0;                 // main pid (process runner) or MainPID (systemd)
-  int pgid = 0;                // process group (process runner)
+  int pid = 0;                   // main pid (process runner) or MainPID (systemd)
+  int pgid = 0;                  // process group (process runner)
   std::uint64_t start_time = 0;  // /proc/<pid>/stat starttime: guards against pid reuse
-  std::string argv_hash;       // hash of the argv it was started with: a changed preset restarts
-  std::string unit;            // systemd unit name
+  std::string argv_hash;         // hash of the argv it was started with: a changed preset restarts
+  std::string unit;              // systemd unit name
 };
 
 struct ExitInfo {
@@ -66,6 +66,10 @@ class Runner {
 std::unique_ptr<Runner> make_process_runner(const std::filesystem::path& state_dir);
 // user_bus: sd_bus_open_user (default) or the system bus.
 Result<std::unique_ptr<Runner>> make_systemd_runner(const std::filesystem::path& state_dir, bool user_bus);
+
+// systemd's daemon-reload (Manager.Reload over sd-bus): after a unit file was installed or
+// changed, so that a named unit can be started with it.
+Result<void> systemd_daemon_reload(bool user_bus);
 
 // A stable hash of an argv (and env), used to notice a changed preset.
 std::string hash_argv(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env);
