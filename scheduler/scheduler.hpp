@@ -45,11 +45,11 @@ const char* to_string(RequestStatus s);
 
 struct RequestSpec {
   std::string model;
-  std::optional<int> priority;                     // default: the service's priority
+  std::optional<int> priority;                       // default: the service's priority
   std::optional<std::chrono::milliseconds> timeout;  // default: policy.default_request_timeout
   std::optional<std::chrono::seconds> keep_alive;    // extends the service's keep-alive
-  bool hold_lease = false;  // proxy: hold a lease from ready until release_lease()
-  std::string request_id;   // set by the caller (HTTP request id) or generated
+  bool hold_lease = false;                           // proxy: hold a lease from ready until release_lease()
+  std::string request_id;                            // set by the caller (HTTP request id) or generated
 };
 
 using LeaseId = std::uint64_t;
@@ -60,7 +60,7 @@ struct RequestOutcome {
   int http_status = 200;  // 200 ready, 404 unknown model, 409, 422 never fits, 503 full/VRAM, 504 deadline
   std::string message;    // for a person
   std::string service;
-  std::string endpoint;   // "http://127.0.0.1:PORT"
+  std::string endpoint;  // "http://127.0.0.1:PORT"
   int gpu = -1;
   double waited_seconds = 0;
   std::optional<LeaseId> lease;
@@ -138,7 +138,11 @@ struct Snapshot {
   std::vector<GpuSnapshot> gpus;
   std::vector<ServiceSnapshot> services;
   std::vector<RequestInfo> queue;
-  std::string current_mode;
+  std::string current_mode;  // empty while a switch runs or after one failed
+  std::string switching_to;  // the mode a switch in progress is heading to
+  // Requests that finished after waiting (queued or joined a load), newest last, bounded.
+  // Requests answered at once (model already ready) are not kept.
+  std::shared_ptr<const std::vector<RequestInfo>> recent;
   bool probe_up = true;
   std::string probe_kind;
   std::string config_source;

@@ -1,0 +1,149 @@
+// SchedulerCore: the deterministic, single-threaded state machine behind the Scheduler.
+// It owns all scheduling state (services and their lifecycle, GPUs as last sampled, the
+// ledger, the admission queue, leases, keep-alive, cost estimates, the current mode) and
+// never calls a backend, a clock or a thread. Inputs are method calls carrying the time
+// (`now`); outputs are Effects for the shell to run (start S on G, check health, activate,
+// sleep, wake, stop, poll the probe and the runners, verify an adopted service, persist the
+// state file) plus the outcomes of requests and commands. Every effect that does work has an
+// `op` id; its completion comes back through on_op_done() with the same id, and a completion
+// whose id is no longer current (the service moved on) is ignored.
+//
+// The full rules (state machine, release wait, queue, reload, adoption) are in
+// docs/scheduler.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backends/driver.hpp"
+#include "backends/gpu_probe.hpp"
+#include "backends/runner.hpp"
+#include "config/clock.hpp"
+#include "config/config.hpp"
+#include "config/result.hpp"
+#include "exporter/metrics.hpp"
+#include "policy/planner.hpp"
+#include "scheduler/admission_queue.hpp"
+#include "scheduler/scheduler.hpp"
+
+namespace gpumod::scheduler {
+
+struct Effect {
+  enum class Kind {
+    start,         // driver.preflight(gpu_free, gpu_total), make_launch(preset, gpu), runner.start
+    check_health,  // one driver.health() call
+    activate,      // driver.activate(timeout)
+    sleep,         // driver.sleep()
+    wake,          // driver.wake()
+    stop,          // runner.stop(service, grace)
+    poll,          // probe.sample(), runner.poll_exit() and runner.pids() for `services`
+    verify,        // adopted service: driver.health() and driver.is_sleeping()
+    persist        // write `text` to <state_dir>/scheduler.json atomically
+  };
+  Kind kind = Kind::poll;
+  std::uint64_t op = 0;
+  std::string service;
+  int gpu = -1;
+  std::shared_ptr<const config::Preset> preset;                 // for the driver and runner of `service`
+  std::chrono::milliseconds timeout{0};                         // activate: timeout; stop: grace
+  std::int64_t gpu_free_bytes = 0, gpu_total_bytes = 0;         // start: for driver preflight
+  std::vector<std::shared_ptr<const config::Preset>> services;  // poll: running services
+  std::string text;                                             // persist
+};
+const char* to_string(Effect::Kind k);
+
+// The completion of one effect.
+struct OpDone {
+  std::uint64_t op = 0;
+  bool ok = true;
+  std::string message;                               // error text when !ok
+  backends::RunInfo run;                             // start
+  backends::Health health = backends::Health::down;  // check_health, verify
+  std::string health_detail;
+  bool sleeping = false;  // verify
+};
+
+// What a poll found.
+struct PollDone {
+  std::uint64_t op = 0;
+  Result<backends::ProbeSample> sample = Error{"not sampled"};
+  std::vector<std::pair<std::string, backends::ExitInfo>> exits;  // services whose process ended
+  std::map<std::string, std::vector<int>> pids;                   // service -> its pids
+};
+
+struct Completion {
+  std::string request_id;
+  RequestOutcome outcome;
+};
+template <typename T>
+struct CommandDone {
+  std::uint64_t token = 0;
+  T result;
+};
+
+struct CoreOutput {
+  std::vector<Effect> effects;
+  std::vector<Completion> requests;
+  std::vector<CommandDone<ActionResult>> actions;
+  std::vector<CommandDone<ModeResult>> modes;
+  std::vector<CommandDone<ReloadResult>> reloads;
+  bool changed = false;  // the snapshot would differ
+};
+
+class SchedulerCore {
+ public:
+  // metrics may be null.
+  SchedulerCore(config::Config config, exporter::Metrics* metrics);
+  ~SchedulerCore();
+  SchedulerCore(const SchedulerCore&) = delete;
+  SchedulerCore& operator=(const SchedulerCore&) = delete;
+
+  // --- inputs ---
+  // Daemon start: what the runners re-adopted plus the persisted state file (may be empty).
+  void adopt(const std::vector<backends::RunInfo>& running, const std::string& state_file_json,
+             TimePoint now);
+  // A probe sample taken at or after `taken` (tests feed samples directly this way).
+  void on_probe_sample(const backends::ProbeSample& sample, TimePoint taken, TimePoint now);
+  void on_probe_error(const std::string& message, TimePoint now);
+  void on_poll_done(PollDone done, TimePoint now);
+  void on_op_done(const OpDone& done, TimePoint now);
+  void on_process_exit(const std::string& service, const backends::ExitInfo& exit, TimePoint now);
+  void tick(TimePoint now);
+
+  // A ready model answers at once (in the output); otherwise the request joins a load under
+  // way or waits in the queue.
+  void submit(RequestSpec spec, TimePoint now);
+  Result<void> cancel(const std::string& request_id, TimePoint now);
+  void release_lease(LeaseId lease, TimePoint now);
+  void service_action(std::uint64_t token, const std::string& service, ServiceAction action, TimePoint now);
+  void switch_mode(std::uint64_t token, const std::string& mode, TimePoint now);
+  void reload(std::uint64_t token, const config::LoadResult& loaded, TimePoint now);
+  [[nodiscard]] Result<DryRun> dry_run(const std::string& model, TimePoint now) const;
+
+  // --- outputs ---
+  CoreOutput take_output();
+  [[nodiscard]] Snapshot snapshot(TimePoint now) const;
+  [[nodiscard]] const config::Config& config() const;
+  [[nodiscard]] std::shared_ptr<const config::Config> shared_config() const;
+  // When the shell should call tick() next at the latest.
+  [[nodiscard]] TimePoint next_wakeup(TimePoint now) const;
+
+  // --- for tests and the shell ---
+  [[nodiscard]] policy::SvcState state_of(const std::string& service) const;
+  [[nodiscard]] std::string last_error_of(const std::string& service) const;
+  [[nodiscard]] std::size_t queue_length() const;
+  [[nodiscard]] std::string persisted_state_json() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpumod::scheduler

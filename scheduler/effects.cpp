@@ -1,0 +1,142 @@
+#include "scheduler/effects.hpp"
+
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+#include <unistd.h>
+
+namespace gpumod::scheduler {
+
+EffectRunner::EffectRunner(const Deps& deps, std::filesystem::path state_dir)
+    : deps_(deps), state_dir_(std::move(state_dir)) {}
+
+backends::Runner* EffectRunner::runner(const config::Preset& p) {
+  return p.runner == config::RunnerKind::systemd ? deps_.systemd_runner : deps_.process_runner;
+}
+
+backends::Driver* EffectRunner::driver(const Effect& e) {
+  std::lock_guard<std::mutex> lock(drivers_mu_);
+  auto& slot = drivers_[e.service];
+  if (slot.first != e.preset || !slot.second) {  // first use, or the preset changed on reload
+    slot.first = e.preset;
+    slot.second =
+        deps_.make_driver ? std::shared_ptr<backends::Driver>(deps_.make_driver(*e.preset)) : nullptr;
+  }
+  return slot.second.get();
+}
+
+OpDone EffectRunner::run(const Effect& e) {
+  OpDone d;
+  d.op = e.op;
+  auto fail = [&](std::string msg) {
+    d.ok = false;
+    d.message = std::move(msg);
+    return d;
+  };
+  if (!e.preset) return fail("no preset for " + e.service);
+  const config::Preset& p = *e.preset;
+  try {
+    switch (e.kind) {
+      case Effect::Kind::start: {
+        backends::Runner* r = runner(p);
+        if (r == nullptr)
+          return fail(std::string("no ") + config::to_string(p.runner) + " runner is available");
+        if (backends::Driver* drv = driver(e)) {
+          if (auto pre = drv->preflight(e.gpu_free_bytes, e.gpu_total_bytes); !pre) return fail(pre.error());
+        }
+        if (!deps_.make_launch) return fail("no launch builder configured");
+        auto spec = deps_.make_launch(p, e.gpu);
+        if (!spec) return fail("cannot build the command: " + spec.error());
+        auto run = r->start(*spec);
+        if (!run) return fail(run.error());
+        d.run = *run;
+        return d;
+      }
+      case Effect::Kind::check_health:
+      case Effect::Kind::verify: {
+        backends::Driver* drv = driver(e);
+        if (drv == nullptr) return fail("no driver for " + e.service);
+        const auto h = drv->health();
+        d.health = h.health;
+        d.health_detail = h.detail;
+        if (e.kind == Effect::Kind::verify && h.health == backends::Health::ready && p.can_sleep()) {
+          auto s = drv->is_sleeping();
+          d.sleeping = s.ok() && *s;
+        }
+        return d;
+      }
+      case Effect::Kind::activate:
+      case Effect::Kind::sleep:
+      case Effect::Kind::wake: {
+        backends::Driver* drv = driver(e);
+        if (drv == nullptr) return fail("no driver for " + e.service);
+        Result<void> r = e.kind == Effect::Kind::activate ? drv->activate(e.timeout)
+                         : e.kind == Effect::Kind::sleep  ? drv->sleep()
+                                                          : drv->wake();
+        if (!r) return fail(r.error());
+        return d;
+      }
+      case Effect::Kind::stop: {
+        backends::Runner* r = runner(p);
+        if (r == nullptr)
+          return fail(std::string("no ") + config::to_string(p.runner) + " runner is available");
+        if (auto s = r->stop(e.service, e.timeout); !s) return fail(s.error());
+        return d;
+      }
+      case Effect::Kind::poll:
+      case Effect::Kind::persist:
+        return fail("not an operation");
+    }
+  } catch (const std::exception& ex) {
+    return fail(std::string("backend error: ") + ex.what());
+  }
+  return fail("unknown effect");
+}
+
+PollDone EffectRunner::poll(const Effect& e) {
+  PollDone d;
+  d.op = e.op;
+  try {
+    if (deps_.probe != nullptr) {
+      d.sample = deps_.probe->sample();
+    } else {
+      d.sample = Error{"no GPU probe"};
+    }
+    for (const auto& p : e.services) {
+      backends::Runner* r = runner(*p);
+      if (r == nullptr) continue;
+      if (auto exit = r->poll_exit(p->id)) d.exits.emplace_back(p->id, *exit);
+      d.pids[p->id] = r->pids(p->id);
+    }
+  } catch (const std::exception& ex) {
+    d.sample = Error{std::string("probe error: ") + ex.what()};
+  }
+  return d;
+}
+
+Result<void> EffectRunner::persist(const std::string& text) {
+  if (state_dir_.empty()) return {};
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir_, ec);
+  const auto tmp = state_dir_ / ("scheduler.json.tmp." + std::to_string(::getpid()));
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << text;
+    f.flush();
+    if (!f) return make_error("cannot write " + tmp.string());
+  }
+  std::filesystem::rename(tmp, state_file(), ec);
+  if (ec) return make_error("cannot replace " + state_file().string() + ": " + ec.message());
+  return {};
+}
+
+std::string read_state_file(const std::filesystem::path& state_dir) {
+  std::ifstream f(state_dir / "scheduler.json");
+  if (!f) return "";
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace gpumod::scheduler
