@@ -17,6 +17,7 @@ constexpr int kServices = 100;
 
 std::vector<std::string> service_ids() {
   std::vector<std::string> ids;
+  ids.reserve(kServices);
   for (int i = 0; i < kServices; ++i) ids.push_back("service-" + std::to_string(i));
   return ids;
 }
@@ -51,7 +52,7 @@ void BM_Render8Gpus100Services(benchmark::State& state) {
   Metrics m({"0.1.0", "bench", "g++"});
   populate(m, service_ids());
   std::size_t bytes = 0;
-  for (auto _ : state) {
+  while (state.KeepRunning()) {
     std::string text = m.render();
     bytes = text.size();
     benchmark::DoNotOptimize(text);
@@ -72,7 +73,7 @@ void BM_ObserveStartSeconds100Services(benchmark::State& state) {
   const auto ids = service_ids();
   populate(m, ids);
   std::size_t i = 0;
-  for (auto _ : state) {
+  while (state.KeepRunning()) {
     m.observe_start_seconds(ids[i++ % ids.size()], 12.5);
   }
 }
