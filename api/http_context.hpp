@@ -8,7 +8,9 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -21,6 +23,34 @@ struct Context {
   std::shared_ptr<Control> control;
   ServerOptions options;
   std::atomic<bool> stopping{false};
+
+  // Upstream calls in flight, so stop() can abort them instead of waiting out a long
+  // generation.
+  std::mutex clients_mutex;
+  std::set<httplib::Client*> active_clients;
+  void stop_upstream_calls() {
+    std::lock_guard lock(clients_mutex);
+    for (auto* c : active_clients) c->stop();
+  }
+};
+
+// Registers an upstream client with the Context for its lifetime.
+class ActiveClient {
+ public:
+  ActiveClient(Context& ctx, httplib::Client* client) : ctx_(ctx), client_(client) {
+    std::lock_guard lock(ctx_.clients_mutex);
+    ctx_.active_clients.insert(client_);
+  }
+  ~ActiveClient() {
+    std::lock_guard lock(ctx_.clients_mutex);
+    ctx_.active_clients.erase(client_);
+  }
+  ActiveClient(const ActiveClient&) = delete;
+  ActiveClient& operator=(const ActiveClient&) = delete;
+
+ private:
+  Context& ctx_;
+  httplib::Client* client_;
 };
 
 inline constexpr const char* kRequestIdHeader = "X-Request-Id";

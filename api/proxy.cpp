@@ -89,7 +89,7 @@ struct StreamPipe {
 
 class StreamSession {
  public:
-  StreamSession(const Context& ctx, Upstream up, std::shared_ptr<LeaseGuard> lease)
+  StreamSession(Context& ctx, Upstream up, std::shared_ptr<LeaseGuard> lease)
       : ctx_(ctx), up_(std::move(up)), lease_(std::move(lease)), client_(make_client(ctx, up_.endpoint)) {}
   ~StreamSession() { finish(); }
   StreamSession(const StreamSession&) = delete;
@@ -206,7 +206,11 @@ class StreamSession {
       return true;
     };
     const auto started = std::chrono::steady_clock::now();
-    auto result = client_->send(req);
+    auto result = [&] {
+      ActiveClient registered(ctx_, client_.get());
+      if (ctx_.stopping.load()) return httplib::Result(nullptr, httplib::Error::Canceled);
+      return client_->send(req);
+    }();
     std::lock_guard lock(pipe_.mutex);
     if (!result) {
       pipe_.error = result.error();
@@ -217,7 +221,7 @@ class StreamSession {
     pipe_.cv.notify_all();
   }
 
-  const Context& ctx_;
+  Context& ctx_;
   Upstream up_;
   std::shared_ptr<LeaseGuard> lease_;
   std::unique_ptr<httplib::Client> client_;
@@ -337,7 +341,11 @@ class Proxy {
   void forward_plain(const Upstream& up, httplib::Response& res) {
     auto client = make_client(ctx_, up.endpoint);
     const auto started = std::chrono::steady_clock::now();
-    auto result = client->Post(up.path, up.headers, up.body, "application/json");
+    auto result = [&] {
+      ActiveClient registered(ctx_, client.get());
+      if (ctx_.stopping.load()) return httplib::Result(nullptr, httplib::Error::Canceled);
+      return client->Post(up.path, up.headers, up.body, "application/json");
+    }();
     if (!result) {
       auto [code, message] =
           upstream_failure(ctx_, up, result.error(), std::chrono::steady_clock::now() - started);

@@ -6,7 +6,9 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <mutex>
 #include <regex>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -455,6 +457,10 @@ struct ApiServer::Impl {
   httplib::Server server;
   Handlers handlers{ctx};
   bool bound = false;
+  // run() and stop() may race (stop right after the thread that calls run() was started):
+  // httplib's stop() only acts once listening began, so stop() waits for that point.
+  std::mutex run_mutex;
+  bool run_active = false;
 
   void install() {
     const int threads = std::max(1, ctx.options.threads);
@@ -583,12 +589,27 @@ void ApiServer::run() {
     spdlog::error("api: run() called before a successful bind()");
     return;
   }
+  {
+    std::lock_guard lock(impl_->run_mutex);
+    if (impl_->ctx.stopping.load()) return;
+    impl_->run_active = true;
+  }
   impl_->server.listen_after_bind();
+  std::lock_guard lock(impl_->run_mutex);
+  impl_->run_active = false;
 }
 
 void ApiServer::stop() {
   impl_->ctx.stopping.store(true);
+  for (;;) {
+    {
+      std::lock_guard lock(impl_->run_mutex);
+      if (!impl_->run_active || impl_->server.is_running()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   impl_->server.stop();
+  impl_->ctx.stop_upstream_calls();
 }
 
 }  // namespace gpumod::api

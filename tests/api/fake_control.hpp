@@ -1,0 +1,234 @@
+// An in-memory Control for the API tests: scripted answers, recorded calls. Thread-safe,
+// since handlers run on the server's worker threads while the test thread inspects it.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "api/control.hpp"
+
+namespace gpumod::api::testing {
+
+template <typename T>
+std::future<T> ready_future(T value) {
+  std::promise<T> p;
+  p.set_value(std::move(value));
+  return p.get_future();
+}
+
+class FakeControl final : public Control {
+ public:
+  FakeControl() {
+    auto cfg = std::make_shared<config::Config>();
+    config::Preset coder;
+    coder.id = "qwen3-coder";
+    coder.driver = config::Driver::llamacpp;
+    coder.port = 7070;
+    coder.vram_mb = 20000;
+    coder.models = {"qwen3-coder-30b", "qwen3-coder-small"};
+    coder.aliases = {"coder"};
+    config::Preset embed;
+    embed.id = "vllm-embedding";
+    embed.driver = config::Driver::vllm;
+    embed.port = 8200;
+    embed.vram_mb = 5000;
+    embed.model_id = "BAAI/bge-m3";
+    embed.aliases = {"embed"};
+    cfg->presets = {coder, embed};
+    config::Mode code;
+    code.id = "code";
+    code.name = "Code";
+    code.services = {"qwen3-coder"};
+    config::Mode rag;
+    rag.id = "rag";
+    rag.services = {"vllm-embedding"};
+    cfg->modes = {code, rag};
+    config_ = cfg;
+
+    auto snap = std::make_shared<scheduler::Snapshot>();
+    scheduler::GpuSnapshot gpu;
+    gpu.index = 0;
+    gpu.name = "sim";
+    gpu.total_bytes = 24LL << 30;
+    gpu.free_bytes = 4LL << 30;
+    snap->gpus = {gpu};
+    scheduler::ServiceSnapshot s1;
+    s1.id = "qwen3-coder";
+    s1.state = policy::SvcState::ready;
+    s1.gpu = 0;
+    s1.port = 7070;
+    scheduler::ServiceSnapshot s2;
+    s2.id = "vllm-embedding";
+    s2.state = policy::SvcState::sleeping;
+    s2.port = 8200;
+    snap->services = {s1, s2};
+    snap->current_mode = "code";
+    snap->probe_kind = "sim";
+    snapshot_ = snap;
+  }
+
+  // --- scripting ---
+  // Answer for submit(); default: ready on qwen3-coder at `endpoint`.
+  std::function<scheduler::RequestOutcome(const scheduler::RequestSpec&)> on_submit;
+  // When true, submit() returns a ticket whose outcome is never fulfilled (until fulfil()).
+  bool hold_outcomes = false;
+  std::string endpoint = "http://127.0.0.1:1";
+  scheduler::ActionResult action_result{true, 200, "done"};
+  scheduler::ModeResult mode_result;
+  scheduler::ReloadResult reload_result{true, "no changes", {}, {}, {}};
+
+  void set_snapshot(std::shared_ptr<const scheduler::Snapshot> s) {
+    std::lock_guard lock(mutex_);
+    snapshot_ = std::move(s);
+  }
+  void add_request_info(const scheduler::RequestInfo& info) {
+    std::lock_guard lock(mutex_);
+    infos_[info.request_id] = info;
+  }
+  void fulfil(const std::string& request_id, const scheduler::RequestOutcome& outcome) {
+    std::lock_guard lock(mutex_);
+    pending_.at(request_id).set_value(outcome);
+    pending_.erase(request_id);
+  }
+
+  // --- recorded ---
+  std::vector<scheduler::RequestSpec> submitted() const {
+    std::lock_guard lock(mutex_);
+    return submitted_;
+  }
+  std::vector<std::string> cancelled() const {
+    std::lock_guard lock(mutex_);
+    return cancelled_;
+  }
+  std::vector<scheduler::LeaseId> released() const {
+    std::lock_guard lock(mutex_);
+    return released_;
+  }
+  std::vector<std::string> actions() const {
+    std::lock_guard lock(mutex_);
+    return actions_;
+  }
+  struct Proxied {
+    std::string service, endpoint;
+    int code;
+  };
+  std::vector<Proxied> proxied() const {
+    std::lock_guard lock(mutex_);
+    return proxied_;
+  }
+
+  // --- Control ---
+  scheduler::RequestTicket submit(scheduler::RequestSpec spec) override {
+    std::lock_guard lock(mutex_);
+    submitted_.push_back(spec);
+    scheduler::RequestTicket ticket;
+    ticket.request_id = spec.request_id.empty() ? "generated-1" : spec.request_id;
+    std::promise<scheduler::RequestOutcome> promise;
+    ticket.outcome = promise.get_future().share();
+    if (hold_outcomes) {
+      pending_.emplace(ticket.request_id, std::move(promise));
+      scheduler::RequestInfo info;
+      info.request_id = ticket.request_id;
+      info.model = spec.model;
+      info.status = scheduler::RequestStatus::queued;
+      infos_[ticket.request_id] = info;
+      return ticket;
+    }
+    scheduler::RequestOutcome outcome;
+    if (on_submit) {
+      outcome = on_submit(spec);
+    } else {
+      outcome.status = scheduler::RequestStatus::ready;
+      outcome.service = "qwen3-coder";
+      outcome.endpoint = endpoint;
+      outcome.gpu = 0;
+      outcome.waited_seconds = 0.25;
+    }
+    outcome.request_id = ticket.request_id;
+    if (spec.hold_lease && outcome.status == scheduler::RequestStatus::ready) outcome.lease = ++next_lease_;
+    promise.set_value(outcome);
+    return ticket;
+  }
+  [[nodiscard]] std::optional<scheduler::RequestInfo> request_info(
+      const std::string& request_id) const override {
+    std::lock_guard lock(mutex_);
+    auto it = infos_.find(request_id);
+    if (it == infos_.end()) return std::nullopt;
+    return it->second;
+  }
+  Result<void> cancel(const std::string& request_id) override {
+    std::lock_guard lock(mutex_);
+    cancelled_.push_back(request_id);
+    auto it = infos_.find(request_id);
+    if (it != infos_.end() && it->second.status == scheduler::RequestStatus::ready) {
+      return make_error("it is already ready");
+    }
+    return {};
+  }
+  void release_lease(scheduler::LeaseId lease) override {
+    std::lock_guard lock(mutex_);
+    released_.push_back(lease);
+  }
+  std::future<scheduler::ActionResult> service_action(const std::string& service_id,
+                                                      scheduler::ServiceAction action) override {
+    std::lock_guard lock(mutex_);
+    actions_.push_back(service_id + ":" + std::to_string(static_cast<int>(action)));
+    return ready_future(action_result);
+  }
+  std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id) override {
+    std::lock_guard lock(mutex_);
+    actions_.push_back("mode:" + mode_id);
+    auto r = mode_result;
+    r.mode = mode_id;
+    return ready_future(r);
+  }
+  std::future<scheduler::ReloadResult> reload() override { return ready_future(reload_result); }
+  std::future<Result<scheduler::DryRun>> dry_run(const std::string& model) override {
+    scheduler::DryRun d;
+    d.service = model == "embed" ? "vllm-embedding" : "qwen3-coder";
+    d.plan.outcome = policy::Outcome::plan;
+    d.plan.gpu = 0;
+    d.plan.reason = "fits after sleeping qwen3-coder";
+    d.plan.actions = {policy::Action{policy::ActionKind::sleep, 0, 0, 0},
+                      policy::Action{policy::ActionKind::start, 1, 0, 0}};
+    d.steps = {"sleep qwen3-coder on GPU 0 (frees 19.5 GiB)", "start vllm-embedding on GPU 0"};
+    return ready_future(Result<scheduler::DryRun>(d));
+  }
+  [[nodiscard]] std::shared_ptr<const scheduler::Snapshot> snapshot() const override {
+    std::lock_guard lock(mutex_);
+    return snapshot_;
+  }
+  [[nodiscard]] std::shared_ptr<const config::Config> config() const override {
+    std::lock_guard lock(mutex_);
+    return config_;
+  }
+  [[nodiscard]] Result<std::string> unit_file(const std::string& service_id) const override {
+    return "[Unit]\nDescription=gpumod " + service_id + "\n";
+  }
+  [[nodiscard]] std::string render_metrics() const override {
+    return "gpumod_build_info{version=\"test\"} 1\n";
+  }
+  void count_proxied_request(const std::string& service, const std::string& endpoint,
+                             int status_code) override {
+    std::lock_guard lock(mutex_);
+    proxied_.push_back({service, endpoint, status_code});
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const config::Config> config_;
+  std::shared_ptr<const scheduler::Snapshot> snapshot_;
+  std::map<std::string, scheduler::RequestInfo> infos_;
+  std::map<std::string, std::promise<scheduler::RequestOutcome>> pending_;
+  std::vector<scheduler::RequestSpec> submitted_;
+  std::vector<std::string> cancelled_;
+  std::vector<scheduler::LeaseId> released_;
+  std::vector<std::string> actions_;
+  std::vector<Proxied> proxied_;
+  scheduler::LeaseId next_lease_ = 100;
+};
+
+}  // namespace gpumod::api::testing
