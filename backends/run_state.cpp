@@ -156,7 +156,7 @@ std::string tail_lines(const fs::path& path, int max_lines) {
   if (!in || max_lines <= 0) return "";
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
-  const std::streamoff start = std::max<std::streamoff>(0, size - std::streamoff{64 * 1024});
+  const std::streamoff start = std::max<std::streamoff>(0, size - std::streamoff{64} * 1024);
   in.seekg(start);
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   while (!data.empty() && (data.back() == '\n' || data.back() == '\r')) data.pop_back();

@@ -99,7 +99,9 @@ std::optional<std::string> resolve_path(const std::string& name,
     auto colon = dirs.find(':', pos);
     std::string dir = dirs.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
     if (!dir.empty()) {
-      std::string cand = dir + "/" + name;
+      std::string cand = dir;
+      cand += '/';
+      cand += name;
       struct stat st {};
       if (::stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(cand.c_str(), X_OK) == 0)
         return fs::absolute(cand).string();
@@ -530,9 +532,16 @@ class SystemdRunner final : public Runner {
     MsgPtr m(raw);
     if (r < 0) return make_error(std::string("StartTransientUnit: ") + std::strerror(-r));
     std::vector<std::string> env_list;
-    for (const auto& [k, v] : spec.env) env_list.push_back(k + "=" + v);
+    env_list.reserve(spec.env.size());
+    for (const auto& [k, v] : spec.env) {
+      std::string kv = k;
+      kv += '=';
+      kv += v;
+      env_list.push_back(std::move(kv));
+    }
     auto strv = [](std::vector<std::string>& v) {
       std::vector<char*> out;
+      out.reserve(v.size() + 1);
       for (auto& s : v) out.push_back(s.data());
       out.push_back(nullptr);
       return out;

@@ -123,6 +123,8 @@ TEST_F(SystemdRunnerTest, FailingExecStartIsAnErrorWithResultAndState) {
   EXPECT_THAT(r.error(), HasSubstr("unit gpumod-broken.service failed to start"));
   EXPECT_THAT(r.error(), HasSubstr("job result failed"));
   EXPECT_THAT(r.error(), HasSubstr("state failed/failed"));
+  EXPECT_THAT(r.error(), HasSubstr("service result exit-code, main process exited with status 203"))
+      << "203 is systemd's EXIT_EXEC";
   EXPECT_THAT(r.error(), HasSubstr("journal"));
   EXPECT_FALSE(runner->running("broken"));
 

@@ -7,7 +7,7 @@ gpumod_add_test(runner_tests
     ${CMAKE_CURRENT_LIST_DIR}/runner_process_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/command_render_test.cpp
   LIBS gpumod_backends
-  LABELS backends runners
+  LABELS backends
   TIMEOUT 120)
 
 gpumod_add_test(systemd_runner_tests
@@ -15,5 +15,5 @@ gpumod_add_test(systemd_runner_tests
     ${CMAKE_CURRENT_LIST_DIR}/runner_systemd_test.cpp
     ${CMAKE_SOURCE_DIR}/tests/support/systemd_user_manager.cpp
   LIBS gpumod_backends
-  LABELS backends runners systemd
+  LABELS backends
   TIMEOUT 120)

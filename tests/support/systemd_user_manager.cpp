@@ -157,6 +157,7 @@ void SystemdUserManager::start() {
     env_strings.push_back(kv);
   }
   std::vector<char*> envp;
+  envp.reserve(env_strings.size() + 1);
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
   std::string bin = binary->string();
@@ -267,6 +268,7 @@ SystemdUserManager::CommandResult SystemdUserManager::systemctl(const std::vecto
   std::vector<std::string> words{"systemctl", "--user", "--no-pager"};
   words.insert(words.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(words.size() + 1);
   for (auto& w : words) argv.push_back(w.data());
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
