@@ -51,6 +51,24 @@ class Driver {
   virtual Result<void> unload_model(const std::string& model) = 0;
 };
 
-std::unique_ptr<Driver> make_driver(const config::Preset& preset, std::chrono::milliseconds http_timeout = std::chrono::seconds(5));
+std::unique_ptr<Driver> make_driver(const config::Preset& preset,
+                                    std::chrono::milliseconds http_timeout = std::chrono::seconds(5));
+
+// The individual drivers make_driver picks from preset.driver (fastapi and docker use the
+// generic one). llama.cpp runs in router mode when preset.models is non-empty or
+// sleep_mode is router.
+std::unique_ptr<Driver> make_llamacpp_driver(const config::Preset& preset,
+                                             std::chrono::milliseconds http_timeout);
+std::unique_ptr<Driver> make_vllm_driver(const config::Preset& preset,
+                                         std::chrono::milliseconds http_timeout);
+std::unique_ptr<Driver> make_generic_driver(const config::Preset& preset,
+                                            std::chrono::milliseconds http_timeout);
+
+// vLLM refuses to start unless free >= gpu_memory_utilization x total (unit_vars.gpu_mem_util,
+// default 0.9); this is that check, with a message naming both numbers.
+Result<void> check_vllm_free_memory(const config::Preset& preset, std::int64_t gpu_free_bytes,
+                                    std::int64_t gpu_total_bytes);
+// unit_vars.gpu_mem_util (or gpu_memory_utilization), default 0.9.
+double vllm_gpu_memory_utilization(const config::Preset& preset);
 
 }  // namespace gpumod::backends

@@ -51,6 +51,8 @@ class GpuProbe {
 
 // Fails (as a value) when libnvidia-ml.so.1 cannot be opened or initialised.
 Result<std::unique_ptr<GpuProbe>> make_nvml_probe();
+// The same, from a named library (tests use a name that does not exist).
+Result<std::unique_ptr<GpuProbe>> make_nvml_probe(const std::string& library);
 
 // The environment variable through which processes find the sim directory, and the one
 // that names their GPU (as for CUDA).

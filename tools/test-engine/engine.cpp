@@ -1,0 +1,588 @@
+#include "tools/test-engine/engine.hpp"
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+#include <sstream>
+
+namespace gpumod::engine {
+
+namespace {
+
+using json = nlohmann::json;
+constexpr std::int64_t kMiB = 1024LL * 1024;
+constexpr std::size_t kEmbeddingDims = 16;
+constexpr std::chrono::milliseconds kStreamGap{3};
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+// llama.cpp-style error object.
+json llama_error(int code, const std::string& message, const std::string& type) {
+  return json{{"error", {{"code", code}, {"message", message}, {"type", type}}}};
+}
+
+std::uint64_t fnv1a(const std::string& text) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+std::vector<std::string> words_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string w;
+  while (in >> w) out.push_back(w);
+  return out;
+}
+
+// The toy answer: the model's name, a hash tag of the prompt and the prompt's first words
+// in reverse order. The same input always gives the same text.
+std::vector<std::string> toy_reply(const std::string& model, const std::string& prompt,
+                                   std::size_t max_tokens) {
+  std::vector<std::string> out{"[" + model + "]"};
+  char tag[24];
+  std::snprintf(tag, sizeof tag, "#%06llx", static_cast<unsigned long long>(fnv1a(prompt) & 0xffffffULL));
+  out.emplace_back(tag);
+  auto words = words_of(prompt);
+  if (words.size() > 8) words.resize(8);
+  for (auto it = words.rbegin(); it != words.rend(); ++it) out.push_back(*it);
+  if (max_tokens > 0 && out.size() > max_tokens) out.resize(max_tokens);
+  return out;
+}
+
+std::string text_of(const json& content) {
+  if (content.is_string()) return content.get<std::string>();
+  std::string out;
+  if (content.is_array()) {
+    for (const auto& part : content) {
+      if (part.is_object() && part.value("type", "") == "text") out += part.value("text", "") + " ";
+    }
+  }
+  return out;
+}
+
+std::string prompt_of(const json& body, bool chat) {
+  if (!chat) {
+    const auto& p = body.value("prompt", json(""));
+    if (p.is_array() && !p.empty() && p.front().is_string()) return p.front().get<std::string>();
+    return p.is_string() ? p.get<std::string>() : p.dump();
+  }
+  std::string prompt;
+  for (const auto& m : body.value("messages", json::array())) {
+    if (m.is_object() && m.value("role", "") == "user") prompt = text_of(m.value("content", json("")));
+  }
+  return prompt;
+}
+
+std::vector<double> toy_embedding(const std::string& input) {
+  std::vector<double> v(kEmbeddingDims);
+  double norm = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto h = fnv1a(input + "#" + std::to_string(i));
+    v[i] = static_cast<double>(h % 2001) / 1000.0 - 1.0;
+    norm += v[i] * v[i];
+  }
+  norm = std::sqrt(norm);
+  if (norm > 0) {
+    for (auto& x : v) x /= norm;
+  }
+  return v;
+}
+
+long long now_seconds() {
+  return static_cast<long long>(std::time(nullptr));
+}
+
+}  // namespace
+
+Engine::Engine(Options options, Memory& memory) : options_(std::move(options)), memory_(memory) {
+  for (const auto& m : options_.models) models_[m] = RouterModelState{};
+  if (options_.protocol == Protocol::router) ready_ = true;  // a router answers at once
+}
+
+Engine::~Engine() {
+  join_loaders();
+}
+
+std::int64_t Engine::total_bytes() const {
+  return options_.vram_mb * kMiB;
+}
+std::int64_t Engine::residual_bytes() const {
+  return options_.sleep_residual_mb * kMiB;
+}
+std::int64_t Engine::weights_bytes() const {
+  return (total_bytes() - residual_bytes()) * 6 / 10;
+}
+std::int64_t Engine::kv_bytes() const {
+  return total_bytes() - residual_bytes() - weights_bytes();
+}
+
+void Engine::request_stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Engine::wait_for_stop() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return stopping_; });
+}
+
+bool Engine::stopping() {
+  std::lock_guard lock(mu_);
+  return stopping_;
+}
+
+bool Engine::stop_within(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, d, [&] { return stopping_; });
+}
+
+void Engine::join_loaders() {
+  std::vector<std::thread> loaders;
+  {
+    std::lock_guard lock(mu_);
+    loaders.swap(loaders_);
+  }
+  for (auto& t : loaders) {
+    if (t.joinable()) t.join();
+  }
+}
+
+bool Engine::load() {
+  Result<void> r;
+  if (options_.protocol == Protocol::vllm) {
+    r = memory_.allocate("residual", residual_bytes());
+    if (r) r = memory_.allocate("weights", weights_bytes());
+    if (r) r = memory_.allocate("kv", kv_bytes());
+  } else {
+    r = memory_.allocate("model", total_bytes());
+  }
+  if (!r) {
+    std::fprintf(stderr, "gpumod-test-engine: loading %s failed: %s\n", options_.model.c_str(),
+                 r.error().c_str());
+    std::fflush(stderr);
+    ::_exit(1);
+  }
+  if (options_.crash_on_load) {
+    if (stop_within(options_.load / 2)) return false;
+    std::fprintf(stderr, "gpumod-test-engine: crashed while loading %s (--crash-on-load)\n",
+                 options_.model.c_str());
+    std::fflush(stderr);
+    ::_exit(1);  // like a real crash: no cleanup, the charge lingers until the probe sees the pid gone
+  }
+  if (stop_within(options_.load)) return false;
+  if (!options_.never_healthy) {
+    std::lock_guard lock(mu_);
+    ready_ = true;
+  }
+  std::fprintf(stderr, "gpumod-test-engine: %s %s\n", options_.model.c_str(),
+               options_.never_healthy ? "loaded but never healthy (--never-healthy)" : "ready");
+  return true;
+}
+
+void Engine::install(httplib::Server& server) {
+  using httplib::Request;
+  using httplib::Response;
+  server.Get("/health", [this](const Request& q, Response& s) { health(q, s); });
+  server.Get("/v1/models", [this](const Request& q, Response& s) { v1_models(q, s); });
+  server.Post("/v1/chat/completions", [this](const Request& q, Response& s) { v1_generate(q, s, true); });
+  server.Post("/v1/completions", [this](const Request& q, Response& s) { v1_generate(q, s, false); });
+  server.Post("/v1/embeddings", [this](const Request& q, Response& s) { v1_embeddings(q, s); });
+  if (options_.protocol == Protocol::vllm) {
+    server.Post("/sleep", [this](const Request& q, Response& s) { vllm_sleep(q, s); });
+    server.Post("/wake_up", [this](const Request& q, Response& s) { vllm_wake(q, s); });
+    server.Get("/is_sleeping", [this](const Request& q, Response& s) { vllm_is_sleeping(q, s); });
+    server.Post("/collective_rpc", [this](const Request& q, Response& s) { vllm_collective_rpc(q, s); });
+    server.Post("/reset_prefix_cache", [](const Request&, Response& s) { s.status = 200; });
+  }
+  if (options_.protocol == Protocol::router) {
+    server.Get("/models", [this](const Request& q, Response& s) { router_models(q, s); });
+    server.Post("/models/load", [this](const Request& q, Response& s) { router_load(q, s); });
+    server.Post("/models/unload", [this](const Request& q, Response& s) { router_unload(q, s); });
+  }
+}
+
+void Engine::health(const httplib::Request&, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  if (ready_) {
+    send_json(res, 200, json{{"status", "ok"}});
+  } else {
+    send_json(res, 503, llama_error(503, "Loading model", "unavailable_error"));
+  }
+}
+
+void Engine::vllm_sleep(const httplib::Request& req, httplib::Response& res) {
+  const std::string level_text = req.has_param("level") ? req.get_param_value("level") : "1";
+  if (level_text != "1" && level_text != "2") {
+    send_json(res, 400, json{{"error", "level must be 1 or 2, got " + level_text}});
+    return;
+  }
+  std::lock_guard op(sleep_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (!ready_) {
+      send_json(res, 503, json{{"error", "engine is not ready"}});
+      return;
+    }
+  }
+  if (level_text == "1") {
+    if (auto r = memory_.offload("weights"); !r) {
+      send_json(res, 500, json{{"error", r.error()}});
+      return;
+    }
+  } else {
+    memory_.discard("weights");
+  }
+  memory_.discard("kv");
+  std::lock_guard lock(mu_);
+  weights_awake_ = false;
+  kv_awake_ = false;
+  std::fprintf(stderr, "gpumod-test-engine: sleeping at level %s\n", level_text.c_str());
+  res.status = 200;
+}
+
+void Engine::vllm_wake(const httplib::Request& req, httplib::Response& res) {
+  bool wake_weights = true;
+  bool wake_kv = true;
+  const auto ntags = req.get_param_value_count("tags");
+  if (ntags > 0) {
+    wake_weights = wake_kv = false;
+    for (std::size_t i = 0; i < ntags; ++i) {
+      const auto tag = req.get_param_value("tags", i);
+      if (tag == "weights") {
+        wake_weights = true;
+      } else if (tag == "kv_cache") {
+        wake_kv = true;
+      } else {
+        send_json(res, 400, json{{"error", "unknown tag " + tag}});
+        return;
+      }
+    }
+  }
+  if (options_.fail_wake) {
+    send_json(res, 500, json{{"error", "wake_up failed (--fail-wake)"}});
+    return;
+  }
+  std::lock_guard op(sleep_mu_);
+  bool weights_were_awake = false;
+  {
+    std::lock_guard lock(mu_);
+    weights_were_awake = weights_awake_;
+  }
+  if (wake_weights && !weights_were_awake) {
+    if (stop_within(options_.wake)) {
+      send_json(res, 503, json{{"error", "shutting down"}});
+      return;
+    }
+    bool restored = false;
+    if (auto r = memory_.restore("weights", restored); !r) {
+      send_json(res, 500, json{{"error", r.error()}});
+      return;
+    }
+    std::lock_guard lock(mu_);
+    weights_awake_ = true;
+    weights_valid_ = restored;  // level 2 woke empty weights: they need reload_weights
+  }
+  if (wake_kv) {
+    if (auto r = memory_.allocate("kv", kv_bytes()); !r) {
+      send_json(res, 500, json{{"error", r.error()}});
+      return;
+    }
+    std::lock_guard lock(mu_);
+    kv_awake_ = true;
+  }
+  res.status = 200;
+}
+
+void Engine::vllm_is_sleeping(const httplib::Request&, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  send_json(res, 200, json{{"is_sleeping", !(weights_awake_ && kv_awake_)}});
+}
+
+void Engine::vllm_collective_rpc(const httplib::Request& req, httplib::Response& res) {
+  const auto body = json::parse(req.body, nullptr, false);
+  const std::string method = body.is_object() ? body.value("method", "") : "";
+  if (method != "reload_weights") {
+    send_json(res, 400, json{{"error", "unsupported collective_rpc method '" + method + "'"}});
+    return;
+  }
+  std::lock_guard lock(mu_);
+  if (!weights_awake_) {
+    send_json(res, 400, json{{"error", "weights are asleep: wake_up?tags=weights first"}});
+    return;
+  }
+  weights_valid_ = true;
+  send_json(res, 200, json{{"results", json::array({nullptr})}});
+}
+
+void Engine::router_models(const httplib::Request&, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  json data = json::array();
+  for (const auto& [id, st] : models_) {
+    json status;
+    switch (st.status) {
+      case ModelStatus::loaded:
+        status = {{"value", "loaded"}, {"args", {"gpumod-test-engine", "--model", id}}};
+        break;
+      case ModelStatus::loading:
+        status = {{"value", "loading"}, {"args", {"gpumod-test-engine", "--model", id}}};
+        break;
+      case ModelStatus::unloaded:
+        status = {{"value", "unloaded"}};
+        if (st.failed) {
+          status["failed"] = true;
+          status["exit_code"] = 1;
+        }
+        break;
+    }
+    data.push_back(json{{"id", id},
+                        {"object", "model"},
+                        {"owned_by", "llamacpp"},
+                        {"created", now_seconds()},
+                        {"in_cache", false},
+                        {"path", "/sim/" + id + ".gguf"},
+                        {"status", status}});
+  }
+  send_json(res, 200, json{{"object", "list"}, {"data", data}});
+}
+
+void Engine::router_load(const httplib::Request& req, httplib::Response& res) {
+  const auto body = json::parse(req.body, nullptr, false);
+  const std::string model = body.is_object() ? body.value("model", "") : "";
+  std::lock_guard lock(mu_);
+  const auto it = models_.find(model);
+  if (it == models_.end()) {
+    send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
+    return;
+  }
+  if (it->second.status != ModelStatus::unloaded) {
+    send_json(res, 400, llama_error(400, "model '" + model + "' is already loaded", "invalid_request_error"));
+    return;
+  }
+  if (stopping_) {
+    send_json(res, 503, llama_error(503, "shutting down", "unavailable_error"));
+    return;
+  }
+  it->second = RouterModelState{ModelStatus::loading, false};
+  loaders_.emplace_back([this, model] { router_load_worker(model); });
+  send_json(res, 200, json{{"success", true}});
+}
+
+void Engine::router_load_worker(const std::string& model) {
+  if (auto r = memory_.allocate("model:" + model, total_bytes()); !r) {
+    std::fprintf(stderr, "gpumod-test-engine: loading %s failed: %s\n", model.c_str(), r.error().c_str());
+    std::lock_guard lock(mu_);
+    models_[model] = RouterModelState{ModelStatus::unloaded, true};
+    return;
+  }
+  const auto wait = options_.crash_on_load ? options_.load / 2 : options_.load;
+  const bool stopped = stop_within(wait);
+  if (options_.crash_on_load && !stopped) {
+    std::fprintf(stderr, "gpumod-test-engine: model instance %s crashed while loading (--crash-on-load)\n",
+                 model.c_str());
+  }
+  if (stopped || options_.crash_on_load) {
+    memory_.discard("model:" + model);
+    std::lock_guard lock(mu_);
+    models_[model] = RouterModelState{ModelStatus::unloaded, options_.crash_on_load && !stopped};
+    return;
+  }
+  std::lock_guard lock(mu_);
+  models_[model].status = ModelStatus::loaded;
+}
+
+void Engine::router_unload(const httplib::Request& req, httplib::Response& res) {
+  const auto body = json::parse(req.body, nullptr, false);
+  const std::string model = body.is_object() ? body.value("model", "") : "";
+  {
+    std::lock_guard lock(mu_);
+    const auto it = models_.find(model);
+    if (it == models_.end()) {
+      send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
+      return;
+    }
+    if (it->second.status != ModelStatus::loaded) {
+      send_json(res, 400, llama_error(400, "model '" + model + "' is not loaded", "invalid_request_error"));
+      return;
+    }
+  }
+  memory_.discard("model:" + model);
+  std::lock_guard lock(mu_);
+  models_[model] = RouterModelState{};
+  send_json(res, 200, json{{"success", true}});
+}
+
+void Engine::v1_models(const httplib::Request& req, httplib::Response& res) {
+  if (options_.protocol == Protocol::router) {
+    router_models(req, res);
+    return;
+  }
+  send_json(
+      res, 200,
+      json{{"object", "list"},
+           {"data",
+            json::array({json{{"id", options_.model},
+                              {"object", "model"},
+                              {"owned_by", std::string("gpumod-test-engine/") + to_string(options_.protocol)},
+                              {"created", now_seconds()}}})}});
+}
+
+bool Engine::check_model(const std::string& model, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  if (options_.protocol == Protocol::router) {
+    const auto it = models_.find(model);
+    if (model.empty()) {
+      send_json(res, 400, llama_error(400, "\"model\" is required", "invalid_request_error"));
+      return false;
+    }
+    if (it == models_.end()) {
+      send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
+      return false;
+    }
+    if (it->second.status != ModelStatus::loaded) {
+      send_json(res, 400, llama_error(400, "model '" + model + "' is not loaded", "invalid_request_error"));
+      return false;
+    }
+    return true;
+  }
+  if (!ready_) {
+    send_json(res, 503, llama_error(503, "Loading model", "unavailable_error"));
+    return false;
+  }
+  if (options_.protocol == Protocol::vllm) {
+    if (!model.empty() && model != options_.model) {
+      send_json(res, 404,
+                json{{"error",
+                      {{"message", "The model `" + model + "` does not exist."},
+                       {"type", "NotFoundError"},
+                       {"param", nullptr},
+                       {"code", 404}}}});
+      return false;
+    }
+    if (!(weights_awake_ && kv_awake_)) {
+      send_json(res, 503, json{{"error", {{"message", "the engine is sleeping"}, {"code", 503}}}});
+      return false;
+    }
+  }
+  return true;
+}
+
+void Engine::v1_generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const auto body = json::parse(req.body, nullptr, false);
+  if (!body.is_object()) {
+    send_json(res, 400, llama_error(400, "request body is not a JSON object", "invalid_request_error"));
+    return;
+  }
+  const std::string model = body.value("model", "");
+  if (!check_model(model, res)) return;
+  const std::string served = model.empty() ? options_.model : model;
+  const auto max_tokens = static_cast<std::size_t>(std::max(0, body.value("max_tokens", 0)));
+  auto words = toy_reply(served, prompt_of(body, chat), max_tokens);
+  {
+    std::lock_guard lock(mu_);
+    if (!weights_valid_) words.insert(words.begin(), "(weights-not-reloaded)");
+  }
+  const std::string id =
+      std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(fnv1a(req.body) % 1000000007ULL);
+  const std::string object = chat ? "chat.completion" : "text_completion";
+  const std::size_t prompt_tokens = words_of(prompt_of(body, chat)).size();
+
+  if (!body.value("stream", false)) {
+    std::string text;
+    for (const auto& w : words) text += (text.empty() ? "" : " ") + w;
+    json choice = {{"index", 0}, {"finish_reason", "stop"}};
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", text}};
+    } else {
+      choice["text"] = text;
+    }
+    send_json(res, 200,
+              json{{"id", id},
+                   {"object", object},
+                   {"created", now_seconds()},
+                   {"model", served},
+                   {"choices", json::array({choice})},
+                   {"usage",
+                    {{"prompt_tokens", prompt_tokens},
+                     {"completion_tokens", words.size()},
+                     {"total_tokens", prompt_tokens + words.size()}}}});
+    return;
+  }
+
+  // SSE: one chunk per word, a few ms apart, then a final chunk and [DONE].
+  auto chunks = std::make_shared<std::vector<std::string>>();
+  const long long created = now_seconds();
+  for (std::size_t i = 0; i <= words.size(); ++i) {
+    const bool last = i == words.size();
+    const std::string piece = last ? "" : (i == 0 ? words[i] : " " + words[i]);
+    json choice = {{"index", 0}, {"finish_reason", last ? json("stop") : json(nullptr)}};
+    if (chat) {
+      choice["delta"] = last ? json::object() : json{{"role", "assistant"}, {"content", piece}};
+    } else {
+      choice["text"] = piece;
+    }
+    json chunk = {{"id", id},
+                  {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                  {"created", created},
+                  {"model", served},
+                  {"choices", json::array({choice})}};
+    chunks->push_back("data: " + chunk.dump() + "\n\n");
+  }
+  chunks->push_back("data: [DONE]\n\n");
+  auto next = std::make_shared<std::size_t>(0);
+  res.set_chunked_content_provider("text/event-stream", [chunks, next](std::size_t, httplib::DataSink& sink) {
+    if (*next >= chunks->size()) {
+      sink.done();
+      return true;
+    }
+    if (*next > 0) std::this_thread::sleep_for(kStreamGap);
+    const auto& c = (*chunks)[(*next)++];
+    return sink.write(c.data(), c.size());
+  });
+}
+
+void Engine::v1_embeddings(const httplib::Request& req, httplib::Response& res) {
+  const auto body = json::parse(req.body, nullptr, false);
+  if (!body.is_object() || !body.contains("input")) {
+    send_json(res, 400, llama_error(400, "\"input\" is required", "invalid_request_error"));
+    return;
+  }
+  const std::string model = body.value("model", "");
+  if (!check_model(model, res)) return;
+  std::vector<std::string> inputs;
+  const auto& input = body.at("input");
+  if (input.is_string()) {
+    inputs.push_back(input.get<std::string>());
+  } else if (input.is_array()) {
+    for (const auto& i : input) inputs.push_back(i.is_string() ? i.get<std::string>() : i.dump());
+  } else {
+    inputs.push_back(input.dump());
+  }
+  json data = json::array();
+  std::size_t tokens = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    tokens += words_of(inputs[i]).size();
+    data.push_back(json{{"object", "embedding"}, {"index", i}, {"embedding", toy_embedding(inputs[i])}});
+  }
+  send_json(res, 200,
+            json{{"object", "list"},
+                 {"data", data},
+                 {"model", model.empty() ? options_.model : model},
+                 {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}});
+}
+
+}  // namespace gpumod::engine

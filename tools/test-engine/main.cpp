@@ -1,0 +1,124 @@
+// gpumod-test-engine: a small server of the gpumod project that speaks the llama.cpp
+// (single and router) and vLLM sleep protocols with toy outputs and charges the simulated
+// GPU (and real VRAM when built with CUDA on a GPU machine). For tests and the demo only;
+// it is not a model server. See docs/engine.md.
+#include <httplib.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <filesystem>
+#include <optional>
+
+#include "backends/gpu_probe.hpp"
+#include "tools/test-engine/engine.hpp"
+#include "tools/test-engine/engine_memory.hpp"
+#include "tools/test-engine/memory.hpp"
+#include "tools/test-engine/options.hpp"
+
+namespace {
+
+using gpumod::engine::Engine;
+using gpumod::engine::Options;
+using gpumod::engine::Protocol;
+
+// CUDA_VISIBLE_DEVICES names the GPU the scheduler chose; the sim charge goes to that index.
+int gpu_index() {
+  const char* env = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (env == nullptr || *env == '\0') return 0;
+  try {
+    return std::max(0, std::stoi(std::string(env)));
+  } catch (const std::exception&) {
+    return 0;  // a UUID or a list we cannot map: GPU 0
+  }
+}
+
+int run(const Options& options) {
+  // Signals are taken by one thread with sigwait, so no handler runs inside a library call.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  if (options.ignore_sigterm) {
+    ::signal(SIGTERM, SIG_IGN);
+  } else {
+    sigaddset(&stop_signals, SIGTERM);
+  }
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::optional<std::filesystem::path> sim_dir;
+  if (const char* dir = std::getenv(gpumod::backends::kSimDirEnv); dir != nullptr && *dir != '\0')
+    sim_dir = dir;
+  std::string why;
+  const bool real_device = gpumod::engine::device_available(why);
+  std::fprintf(stderr, "gpumod-test-engine: %s %s on port %d, gpu %d, %lld MiB; real VRAM: %s\n",
+               to_string(options.protocol), options.model.c_str(), options.port, gpu_index(),
+               static_cast<long long>(options.vram_mb), real_device ? "yes" : why.c_str());
+
+  gpumod::engine::ChargeKeeper charge(sim_dir, gpu_index(), options.release_lag);
+  gpumod::engine::Memory memory(charge, real_device);
+  Engine engine(options, memory);
+
+  std::thread signals([&engine, stop_signals] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    engine.request_stop();
+  });
+  signals.detach();
+
+  httplib::Server server;
+  engine.install(server);
+  std::thread serving;
+  auto start_serving = [&]() -> bool {
+    if (!server.bind_to_port(options.host, options.port)) {
+      std::fprintf(stderr, "gpumod-test-engine: cannot listen on %s:%d\n", options.host.c_str(),
+                   options.port);
+      return false;
+    }
+    serving = std::thread([&server] { server.listen_after_bind(); });
+    while (!server.is_running() && !engine.stopping())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+  };
+
+  int status = 0;
+  if (options.protocol == Protocol::vllm) {
+    // vLLM binds its port only once the engine is up: connection refused while starting.
+    if (engine.load() && !start_serving()) status = 2;
+  } else {
+    if (!start_serving()) {
+      status = 2;
+    } else if (options.protocol != Protocol::router) {
+      engine.load();
+    }
+  }
+  if (status == 0) engine.wait_for_stop();
+  server.stop();
+  if (serving.joinable()) serving.join();
+  engine.join_loaders();
+  memory.discard_all();
+  charge.finish();  // waits out --release-lag-ms, then removes the charge
+  std::fprintf(stderr, "gpumod-test-engine: stopped\n");
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv, argv + argc);
+  if (args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
+    std::fputs(gpumod::engine::usage().c_str(), stdout);
+    return 0;
+  }
+  auto options = gpumod::engine::parse_options(args);
+  if (!options) {
+    std::fprintf(stderr, "gpumod-test-engine: %s\n%s", options.error().c_str(),
+                 gpumod::engine::usage().c_str());
+    return 2;
+  }
+  return run(*options);
+}

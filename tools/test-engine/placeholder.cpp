@@ -1,2 +1,0 @@
-// Placeholder engine
-int main() { return 0; }
