@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/result.hpp"
@@ -53,11 +54,11 @@ struct Preset {
   std::chrono::seconds startup_timeout{120};
   bool supports_sleep = false;
   SleepMode sleep_mode = SleepMode::none;
-  std::string unit_template;                       // a systemd unit name (may hold "%i"-style vars)
-  std::map<std::string, std::string> unit_vars;    // open map, $VAR / $HOME expanded at load
+  std::string unit_template;                     // a systemd unit name (may hold "%i"-style vars)
+  std::map<std::string, std::string> unit_vars;  // open map, $VAR / $HOME expanded at load
   // --- gpumod keys ---
   RunnerKind runner = RunnerKind::process;
-  std::vector<std::string> cmd;                    // explicit argv; empty => rendered from driver
+  std::vector<std::string> cmd;  // explicit argv; empty => rendered from driver
   std::map<std::string, std::string> env;
   int priority = 50;                               // higher wins; 0..100
   bool pinned = false;                             // never evicted
@@ -70,7 +71,7 @@ struct Preset {
   std::optional<std::string> wake_url;             // generic/fastapi: POST to wake
 
   SourceLoc loc;
-  std::map<std::string, SourceLoc> key_locs;       // per key, for later cross-check messages
+  std::map<std::string, SourceLoc> key_locs;  // per key, for later cross-check messages
 
   [[nodiscard]] bool can_sleep() const { return supports_sleep && sleep_mode != SleepMode::none; }
   // The residual a sleeping service still holds: explicit sleep_vram_mb, else a per-mode
@@ -84,6 +85,7 @@ struct Mode {
   std::string description;
   std::vector<std::string> services;
   SourceLoc loc;
+  std::map<std::string, SourceLoc> key_locs;  // per key and per entry ("services[1]")
 };
 
 struct SimGpu {
@@ -92,26 +94,27 @@ struct SimGpu {
 };
 
 struct PolicySettings {
-  std::int64_t headroom_mb = 512;                              // kept free on every GPU
-  std::chrono::milliseconds vram_release_timeout{120000};      // wait for the driver to free
-  std::chrono::milliseconds vram_poll_interval{20};            // during transitions
-  std::chrono::milliseconds health_poll_interval{50};          // while starting / waking
-  std::chrono::milliseconds idle_poll_interval{2000};          // when nothing is moving
-  std::chrono::milliseconds stop_grace{10000};                 // SIGTERM -> SIGKILL
-  std::size_t queue_max = 1024;                                // bounded admission queue
+  std::int64_t headroom_mb = 512;                             // kept free on every GPU
+  std::chrono::milliseconds vram_release_timeout{120000};     // wait for the driver to free
+  std::chrono::milliseconds vram_poll_interval{20};           // during transitions
+  std::chrono::milliseconds health_poll_interval{50};         // while starting / waking
+  std::chrono::milliseconds idle_poll_interval{2000};         // when nothing is moving
+  std::chrono::milliseconds stop_grace{10000};                // SIGTERM -> SIGKILL
+  std::size_t queue_max = 1024;                               // bounded admission queue
   std::chrono::milliseconds default_request_timeout{300000};  // deadline when a request gives none
-  std::chrono::milliseconds aging_interval{30000};             // +1 effective priority per interval
-  std::chrono::seconds default_keep_alive{0};                  // 0 => evictable as soon as idle
+  std::chrono::milliseconds aging_interval{30000};            // +1 effective priority per interval
+  std::chrono::seconds default_keep_alive{0};                 // 0 => evictable as soon as idle
   std::int64_t max_body_bytes = 8 * 1024 * 1024;              // HTTP body limit
 };
 
 struct DaemonSettings {
   std::string listen_host = "127.0.0.1";
   int listen_port = 7979;
-  std::filesystem::path state_dir;  // default: $XDG_STATE_HOME/gpumod or /var/lib/gpumod as root
+  std::filesystem::path state_dir;  // default: $GPUMOD_STATE_DIR, $XDG_STATE_HOME/gpumod,
+                                    // ~/.local/state/gpumod, or /var/lib/gpumod as root without HOME
   std::filesystem::path log_dir;    // default: <state_dir>/logs
   ProbeKind probe = ProbeKind::auto_detect;
-  std::vector<SimGpu> sim_gpus = {SimGpu{}};  // used when the probe is sim
+  std::vector<SimGpu> sim_gpus = {SimGpu{}};     // used when the probe is sim
   std::chrono::milliseconds sim_release_lag{0};  // sim: memory lingers this long after exit
   std::vector<int> gpus;                         // GPU indexes gpumod may use; empty => all
   std::optional<std::string> api_token;          // bearer token; required for non-loopback bind
@@ -127,7 +130,8 @@ struct Diagnostic {
   int line = 0;
   std::string key;      // dotted path of the offending key, e.g. "unit_vars.port" or "services[2]"
   std::string message;  // what is wrong and what was expected
-  // "file:line: key: message" (the form every CLI and API error uses)
+  // "file:line: key: message" (the form every CLI and API error uses); warnings read
+  // "file:line: key: warning: message". The line is left out when 0, the key when empty.
   [[nodiscard]] std::string str() const;
 };
 
@@ -145,16 +149,18 @@ struct Config {
 };
 
 struct LoadResult {
-  std::optional<Config> config;          // set when there are no errors
-  std::vector<Diagnostic> diagnostics;   // errors and warnings, in file order
+  std::optional<Config> config;         // set when there are no errors
+  std::vector<Diagnostic> diagnostics;  // errors and warnings, in file order
   [[nodiscard]] bool ok() const { return config.has_value(); }
   [[nodiscard]] std::string error_text() const;  // all errors, one per line
 };
 
 struct LoadOptions {
-  std::optional<std::string> listen;                 // "HOST:PORT" override
-  std::optional<std::filesystem::path> state_dir;    // override
-  std::filesystem::path bin_dir;                     // expands ${GPUMOD_BIN_DIR} (default: dir of /proc/self/exe)
+  std::optional<std::string> listen;               // "HOST:PORT" override
+  std::optional<std::filesystem::path> state_dir;  // override
+  // Expands ${GPUMOD_BIN_DIR}. Default: $GPUMOD_BIN_DIR, else the directory of /proc/self/exe
+  // (in a build tree, <build>/tools/test-engine when that holds the engine and exe's dir does not).
+  std::filesystem::path bin_dir;
 };
 
 // Load a daemon file, or a directory with presets/, modes/ and optionally gpumod.yaml.
@@ -163,5 +169,25 @@ LoadResult load(const std::filesystem::path& path, const LoadOptions& opts = {})
 LoadResult embedded_default(const LoadOptions& opts = {});
 // Parse from a string (tests); `name` is used as the file name in diagnostics.
 LoadResult load_daemon_string(const std::string& yaml, const std::string& name, const LoadOptions& opts = {});
+
+// `gpumod config check PATH`: when PATH is itself a config (a daemon file, or a directory with
+// presets/, modes/ or gpumod.yaml) this is [{PATH, load(PATH)}]; otherwise every config found in
+// the directories below PATH is loaded (a config's own subdirectories are not searched again).
+// Finding none is one entry with an error.
+std::vector<std::pair<std::filesystem::path, LoadResult>> check_tree(const std::filesystem::path& path,
+                                                                     const LoadOptions& opts = {});
+// True for a directory holding presets/, modes/ or gpumod.yaml.
+bool is_config_dir(const std::filesystem::path& path);
+
+// "500ms", "90s", "3m", "1h", "1m30s", or a plain number of seconds ("90", "0.5").
+Result<std::chrono::milliseconds> parse_duration(const std::string& text);
+struct HostPort {
+  std::string host;
+  int port = 0;  // 0: any free port (tests)
+};
+// "HOST:PORT" or "[IPv6]:PORT".
+Result<HostPort> parse_host_port(const std::string& text);
+// localhost, 127.0.0.0/8 and ::1.
+bool is_loopback_host(const std::string& host);
 
 }  // namespace gpumod::config
