@@ -156,7 +156,7 @@ bool port_blocked(const Case& c) {
 
 // Exhaustive: is there any set of evictions (each candidate: untouched, slept, or stopped) on some
 // allowed GPU that makes room, with the port sharers stopped?
-bool brute_force_feasible(const Case& c) {
+bool brute_force_feasible(const Case& c, bool allow_stops = true) {
   const ServiceView& t = c.services[c.request.target];
   if (port_blocked(c)) return false;
   const Bytes need = testing::need_of(t);
@@ -175,7 +175,8 @@ bool brute_force_feasible(const Case& c) {
       }
       if (s.state != SvcState::ready && s.state != SvcState::sleeping) continue;
       if (is_protected(s, c.request.priority)) continue;
-      std::vector<Bytes> opt = {0, charged(s)};
+      std::vector<Bytes> opt = {0};
+      if (allow_stops) opt.push_back(charged(s));
       if (s.state == SvcState::ready && s.can_sleep) opt.push_back(s.vram - s.sleep_residual);
       options.push_back(opt);
     }
@@ -319,10 +320,12 @@ TEST(PlannerProperties, PortSharersAreStopped) {
 }
 
 // (7) Complete: whenever some set of evictions would make room (exhaustive search over small
-// clusters), the planner returns a plan, and it never returns a plan where none exists.
+// clusters), the planner returns a plan, and it never returns a plan where none exists. Also:
+// when sleeps alone could make room on some allowed GPU, the plan stops nothing optional.
 TEST(PlannerProperties, FindsAPlanWheneverBruteForceDoes) {
   int feasible = 0;
   int infeasible = 0;
+  int sleep_only = 0;
   for_random_cases(0x5eed0007, 6, [&](const Case& c, const Plan& p) -> std::string {
     const ServiceView& t = c.services[c.request.target];
     if (!needs_plan(t)) return "";
@@ -333,10 +336,21 @@ TEST(PlannerProperties, FindsAPlanWheneverBruteForceDoes) {
       return "brute force finds a plan, planner says " + std::string(to_string(p.outcome));
     if (!exists && p.outcome != Outcome::wait)
       return "no plan exists, planner says " + std::string(to_string(p.outcome));
+    // Sleep before stop: when sleeping alone can make room somewhere, nothing is stopped
+    // except the port sharers, which must be.
+    if (exists && brute_force_feasible(c, /*allow_stops=*/false)) {
+      ++sleep_only;
+      for (const auto& a : p.actions) {
+        if (a.kind == ActionKind::stop && (t.port == 0 || c.services[a.service].port != t.port)) {
+          return "stopped " + c.services[a.service].id + " although sleeping alone makes room";
+        }
+      }
+    }
     return "";
   });
   EXPECT_GT(feasible, 100);
   EXPECT_GT(infeasible, 100);
+  EXPECT_GT(sleep_only, 100);
 }
 
 // Two more properties a user relies on: the plan's shape (evictions, one wait_free for
