@@ -991,6 +991,14 @@ struct SchedulerCore::Impl {
       s.phase = Phase::idle;
       set_state(id, s, d.sleeping ? SvcState::sleeping : SvcState::ready, now);
       spdlog::info("adopted {} ({}) on GPU {}", id, policy::to_string(s.state), s.gpu);
+      if (s.state == SvcState::ready) {
+        auto waiters = std::move(s.waiters);
+        s.waiters.clear();
+        for (const auto& rid : waiters) serve(rid, id, s, now);
+        finish_action(s.tokens_ready, true, 200, id + " is ready");
+      } else {
+        requeue_waiters(id, s, now);  // asleep: they wait for a wake like any request
+      }
       return;
     }
     if (d.ok && d.health == backends::Health::loading) {
@@ -1004,7 +1012,28 @@ struct SchedulerCore::Impl {
                    std::string(backends::to_string(d.health)) + (d.message.empty() ? "" : ": " + d.message) +
                    "); stopped";
     spdlog::warn("{}", s.last_error);
+    fail_waiters(s, 503, s.last_error, now, 0);
+    finish_action(s.tokens_ready, false, 503, s.last_error);
     begin_stop(id, s, "adopted but unhealthy", now);
+  }
+
+  // Requests that joined a bring-up which turned out not to bring the service up go back
+  // to the queue with their original arrival time and deadline.
+  void requeue_waiters(const std::string& id, Svc& s, TimePoint now) {
+    auto waiters = std::move(s.waiters);
+    s.waiters.clear();
+    for (const auto& rid : waiters) {
+      auto it = requests.find(rid);
+      if (it == requests.end()) continue;
+      RequestRec& r = it->second;
+      r.status = RequestStatus::queued;
+      // The queue may be full; these were admitted before, so they are kept regardless.
+      const std::size_t limit = queue.max_length();
+      queue.set_limits(std::max(limit, queue.size() + 1), queue.aging_interval());
+      (void)queue.push(QueuedRequest{rid, id, r.priority, r.enqueued, r.deadline, 0});
+      queue.set_limits(limit, queue.aging_interval());
+    }
+    update_queue_metrics(now);
   }
 
   void eviction_done(const std::string& id) {
@@ -1685,7 +1714,7 @@ struct SchedulerCore::Impl {
     if (moving() || poll_now) {
       return now + std::min(policy().vram_poll_interval, policy().health_poll_interval);
     }
-    TimePoint t = std::max(next_poll, now);
+    TimePoint t = std::max(next_poll, now + std::chrono::milliseconds(5));  // never a busy loop
     if (!queue.empty())
       t = std::min(t, now + std::min<Clock::Duration>(policy().aging_interval, std::chrono::seconds(1)));
     return t;

@@ -1,0 +1,477 @@
+// The Scheduler shell: one loop thread that owns the SchedulerCore, a mailbox that other
+// threads post into (a mutex + condvar guarding only the queue of posted tasks), a small
+// worker pool that runs the core's Effects against the backends, and an immutable snapshot
+// published after every change. No scheduling state is touched outside the loop thread.
+#include "scheduler/scheduler.hpp"
+
+#include <spdlog/spdlog.h>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "scheduler/core.hpp"
+#include "scheduler/effects.hpp"
+
+namespace gpumod::scheduler {
+
+const char* to_string(RequestStatus s) {
+  switch (s) {
+    case RequestStatus::queued:
+      return "queued";
+    case RequestStatus::admitted:
+      return "admitted";
+    case RequestStatus::ready:
+      return "ready";
+    case RequestStatus::rejected:
+      return "rejected";
+    case RequestStatus::timed_out:
+      return "timed_out";
+    case RequestStatus::cancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+const char* to_string(ServiceAction a) {
+  switch (a) {
+    case ServiceAction::start:
+      return "start";
+    case ServiceAction::stop:
+      return "stop";
+    case ServiceAction::sleep:
+      return "sleep";
+    case ServiceAction::wake:
+      return "wake";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// A fixed pool of threads running blocking backend calls. Its job queue has its own lock;
+// jobs only call backends and post their result back to the mailbox.
+class WorkerPool {
+ public:
+  explicit WorkerPool(std::size_t n) {
+    for (std::size_t i = 0; i < std::max<std::size_t>(n, 1); ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~WorkerPool() { stop(); }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] { return stopped_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;  // stopped and drained
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopped_ = false;
+  std::vector<std::thread> threads_;
+};
+
+RequestOutcome not_running(const std::string& id) {
+  RequestOutcome o;
+  o.request_id = id;
+  o.status = RequestStatus::rejected;
+  o.http_status = 503;
+  o.message = "the scheduler is not running";
+  o.retry_after_seconds = 5;
+  return o;
+}
+
+}  // namespace
+
+struct Scheduler::Impl {
+  using Task = std::function<void(TimePoint)>;
+
+  Deps deps;
+  std::filesystem::path state_dir;
+  SchedulerCore core;  // loop thread only (and start() before the loop exists)
+  EffectRunner exec;
+
+  // --- the mailbox: the one lock around posted tasks ---
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Task> inbox;
+  bool running = false;
+  bool quit = false;
+
+  std::thread loop;
+  std::unique_ptr<WorkerPool> pool;
+  std::atomic<std::uint64_t> next_token{1};
+  std::atomic<std::uint64_t> next_request{1};
+
+  // --- loop thread only ---
+  std::unordered_map<std::string, std::shared_ptr<std::promise<RequestOutcome>>> request_promises;
+  std::map<std::uint64_t, std::shared_ptr<std::promise<ActionResult>>> action_promises;
+  std::map<std::uint64_t, std::shared_ptr<std::promise<ModeResult>>> mode_promises;
+  std::map<std::uint64_t, std::shared_ptr<std::promise<ReloadResult>>> reload_promises;
+  std::uint64_t version = 0;
+
+  // --- published ---
+  std::atomic<std::shared_ptr<const Snapshot>> snap;
+  std::atomic<std::shared_ptr<const config::Config>> cfg;
+
+  Impl(config::Config c, Deps d)
+      : deps(std::move(d)),
+        state_dir(c.daemon.state_dir),
+        core(std::move(c), deps.metrics),
+        exec(deps, state_dir) {
+    cfg.store(core.shared_config());
+    publish(deps.clock->now());
+  }
+
+  TimePoint now() const { return deps.clock->now(); }
+
+  // Post a task to the loop; false when the loop is not running.
+  bool post(Task t) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (!running) return false;
+      inbox.push_back(std::move(t));
+    }
+    cv.notify_one();
+    return true;
+  }
+
+  void publish(TimePoint t) {
+    auto s = std::make_shared<Snapshot>(core.snapshot(t));
+    s->version = ++version;
+    s->probe_kind = deps.probe != nullptr ? deps.probe->kind() : "none";
+    snap.store(std::move(s));
+    cfg.store(core.shared_config());
+  }
+
+  void run_loop() {
+    TimePoint next_tick = now();
+    for (;;) {
+      std::deque<Task> batch;
+      {
+        std::unique_lock<std::mutex> l(mu);
+        const auto wait = next_tick - now();
+        if (wait > Clock::Duration::zero()) {
+          cv.wait_for(l, wait, [&] { return quit || !inbox.empty(); });
+        }
+        if (quit) return;
+        batch.swap(inbox);
+      }
+      TimePoint t = now();
+      for (auto& task : batch) task(t);
+      if (t >= next_tick) core.tick(t);
+      dispatch(t);
+      next_tick = core.next_wakeup(t);
+    }
+  }
+
+  // Run the core's output: effects to the workers, outcomes to their promises.
+  // The snapshot is published first, so a caller whose future completes sees its effect.
+  void dispatch(TimePoint t) {
+    CoreOutput out = core.take_output();
+    if (out.changed) publish(t);
+    for (auto& e : out.effects) {
+      switch (e.kind) {
+        case Effect::Kind::persist:
+          if (auto r = exec.persist(e.text); !r) spdlog::warn("scheduler state file: {}", r.error());
+          break;
+        case Effect::Kind::poll:
+          pool->post([this, e = std::move(e)] {
+            PollDone d = exec.poll(e);
+            post([this, d = std::move(d)](TimePoint at) mutable { core.on_poll_done(std::move(d), at); });
+          });
+          break;
+        default:
+          pool->post([this, e = std::move(e)] {
+            OpDone d = exec.run(e);
+            post([this, d = std::move(d)](TimePoint at) { core.on_op_done(d, at); });
+          });
+          break;
+      }
+    }
+    for (auto& c : out.requests) {
+      auto it = request_promises.find(c.request_id);
+      if (it == request_promises.end()) continue;
+      it->second->set_value(std::move(c.outcome));
+      request_promises.erase(it);
+    }
+    for (auto& a : out.actions) fulfil(action_promises, a.token, std::move(a.result));
+    for (auto& m : out.modes) fulfil(mode_promises, m.token, std::move(m.result));
+    for (auto& r : out.reloads) fulfil(reload_promises, r.token, std::move(r.result));
+  }
+
+  template <typename Map, typename T>
+  static void fulfil(Map& m, std::uint64_t token, T value) {
+    auto it = m.find(token);
+    if (it == m.end()) return;
+    it->second->set_value(std::move(value));
+    m.erase(it);
+  }
+
+  void start() {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (running) return;
+    }
+    const TimePoint t = now();
+    // Learn the GPUs before anything is placed.
+    if (deps.probe != nullptr) {
+      auto s = deps.probe->sample();
+      if (s) {
+        core.on_probe_sample(*s, t, t);
+      } else {
+        core.on_probe_error(s.error(), t);
+      }
+    }
+    // Re-adopt what still runs; nothing is started twice.
+    std::vector<backends::RunInfo> runs;
+    for (backends::Runner* r : {deps.process_runner, deps.systemd_runner}) {
+      if (r == nullptr) continue;
+      try {
+        auto adopted = r->adopt();
+        runs.insert(runs.end(), adopted.begin(), adopted.end());
+      } catch (const std::exception& e) {
+        spdlog::warn("{} runner: adopt failed: {}", r->kind(), e.what());
+      }
+    }
+    core.adopt(runs, read_state_file(state_dir), t);
+    pool = std::make_unique<WorkerPool>(deps.worker_threads);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      running = true;
+      quit = false;
+    }
+    dispatch(t);
+    publish(t);
+    loop = std::thread([this] { run_loop(); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (!running) return;
+      running = false;  // no new posts
+      quit = true;
+    }
+    cv.notify_all();
+    if (loop.joinable()) loop.join();
+    pool->stop();  // in-flight backend calls finish; their results are dropped
+    // Tasks posted before the stop still hold their callers' promises: run them (the loop
+    // is gone, so this thread owns the core now) and answer what completes; no new effects.
+    std::deque<Task> rest;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      rest.swap(inbox);
+    }
+    const TimePoint t = now();
+    for (auto& task : rest) task(t);
+    CoreOutput out = core.take_output();
+    for (auto& c : out.requests) {
+      auto it = request_promises.find(c.request_id);
+      if (it == request_promises.end()) continue;
+      it->second->set_value(std::move(c.outcome));
+      request_promises.erase(it);
+    }
+    for (auto& a : out.actions) fulfil(action_promises, a.token, std::move(a.result));
+    for (auto& m : out.modes) fulfil(mode_promises, m.token, std::move(m.result));
+    for (auto& r : out.reloads) fulfil(reload_promises, r.token, std::move(r.result));
+    // Nobody waits forever: answer what is still pending.
+    for (auto& [id, p] : request_promises) p->set_value(not_running(id));
+    request_promises.clear();
+    for (auto& [t, p] : action_promises) p->set_value(ActionResult{false, 503, "the scheduler stopped"});
+    action_promises.clear();
+    for (auto& [t, p] : mode_promises) {
+      ModeResult r;
+      r.http_status = 503;
+      r.errors.push_back("the scheduler stopped");
+      p->set_value(std::move(r));
+    }
+    mode_promises.clear();
+    for (auto& [t, p] : reload_promises)
+      p->set_value(ReloadResult{false, "the scheduler stopped", {}, {}, {}});
+    reload_promises.clear();
+  }
+};
+
+Scheduler::Scheduler(config::Config config, Deps deps)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(deps))) {}
+
+Scheduler::~Scheduler() {
+  stop();
+}
+
+void Scheduler::start() {
+  impl_->start();
+}
+void Scheduler::stop() {
+  if (impl_) impl_->stop();
+}
+
+RequestTicket Scheduler::submit(RequestSpec spec) {
+  if (spec.request_id.empty()) spec.request_id = "req-" + std::to_string(impl_->next_request.fetch_add(1));
+  auto promise = std::make_shared<std::promise<RequestOutcome>>();
+  RequestTicket ticket{spec.request_id, promise->get_future().share()};
+  Impl* impl = impl_.get();
+  const bool posted = impl->post([impl, promise, spec = std::move(spec)](TimePoint t) mutable {
+    if (impl->request_promises.count(spec.request_id) != 0) {  // a live request has this id
+      RequestOutcome o;
+      o.request_id = spec.request_id;
+      o.status = RequestStatus::rejected;
+      o.http_status = 409;
+      o.message = "request id '" + spec.request_id + "' is already in use";
+      promise->set_value(std::move(o));
+      return;
+    }
+    impl->request_promises.emplace(spec.request_id, promise);
+    impl->core.submit(std::move(spec), t);
+  });
+  if (!posted) promise->set_value(not_running(ticket.request_id));
+  return ticket;
+}
+
+std::optional<RequestInfo> Scheduler::request_info(const std::string& request_id) const {
+  auto s = snapshot();
+  if (!s) return std::nullopt;
+  for (const auto& r : s->queue) {
+    if (r.request_id == request_id) return r;
+  }
+  if (s->recent) {
+    for (auto it = s->recent->rbegin(); it != s->recent->rend(); ++it) {
+      if (it->request_id == request_id) return *it;
+    }
+  }
+  return std::nullopt;
+}
+
+Result<void> Scheduler::cancel(const std::string& request_id) {
+  auto promise = std::make_shared<std::promise<Result<void>>>();
+  auto future = promise->get_future();
+  Impl* impl = impl_.get();
+  if (!impl->post([impl, promise, request_id](TimePoint t) {
+        promise->set_value(impl->core.cancel(request_id, t));
+      })) {
+    return make_error("the scheduler is not running");
+  }
+  if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    return make_error("the scheduler did not answer the cancel in time");
+  }
+  return future.get();
+}
+
+void Scheduler::release_lease(LeaseId lease) {
+  Impl* impl = impl_.get();
+  impl->post([impl, lease](TimePoint t) { impl->core.release_lease(lease, t); });
+}
+
+std::future<ActionResult> Scheduler::service_action(const std::string& service_id, ServiceAction action) {
+  auto promise = std::make_shared<std::promise<ActionResult>>();
+  auto future = promise->get_future();
+  Impl* impl = impl_.get();
+  const std::uint64_t token = impl->next_token.fetch_add(1);
+  if (!impl->post([impl, promise, token, service_id, action](TimePoint t) {
+        impl->action_promises.emplace(token, promise);
+        impl->core.service_action(token, service_id, action, t);
+      })) {
+    promise->set_value(ActionResult{false, 503, "the scheduler is not running"});
+  }
+  return future;
+}
+
+std::future<ModeResult> Scheduler::switch_mode(const std::string& mode_id) {
+  auto promise = std::make_shared<std::promise<ModeResult>>();
+  auto future = promise->get_future();
+  Impl* impl = impl_.get();
+  const std::uint64_t token = impl->next_token.fetch_add(1);
+  if (!impl->post([impl, promise, token, mode_id](TimePoint t) {
+        impl->mode_promises.emplace(token, promise);
+        impl->core.switch_mode(token, mode_id, t);
+      })) {
+    ModeResult r;
+    r.mode = mode_id;
+    r.http_status = 503;
+    r.errors.push_back("the scheduler is not running");
+    promise->set_value(std::move(r));
+  }
+  return future;
+}
+
+std::future<ReloadResult> Scheduler::reload() {
+  auto promise = std::make_shared<std::promise<ReloadResult>>();
+  auto future = promise->get_future();
+  Impl* impl = impl_.get();
+  if (!impl->deps.load_config) {
+    promise->set_value(
+        ReloadResult{false, "reload is not supported: the config has no source to re-read", {}, {}, {}});
+    return future;
+  }
+  const std::uint64_t token = impl->next_token.fetch_add(1);
+  // Reading and validating files happens off the loop; only the swap happens on it.
+  const bool posted = impl->post([impl, promise, token](TimePoint) {
+    impl->reload_promises.emplace(token, promise);
+    impl->pool->post([impl, token] {
+      auto loaded = std::make_shared<config::LoadResult>();
+      try {
+        *loaded = impl->deps.load_config();
+      } catch (const std::exception& e) {
+        config::Diagnostic d;
+        d.message = std::string("reading the config failed: ") + e.what();
+        loaded->diagnostics.push_back(d);
+      }
+      impl->post([impl, token, loaded](TimePoint t) { impl->core.reload(token, *loaded, t); });
+    });
+  });
+  if (!posted) promise->set_value(ReloadResult{false, "the scheduler is not running", {}, {}, {}});
+  return future;
+}
+
+std::future<Result<DryRun>> Scheduler::dry_run(const std::string& model) {
+  auto promise = std::make_shared<std::promise<Result<DryRun>>>();
+  auto future = promise->get_future();
+  Impl* impl = impl_.get();
+  if (!impl->post(
+          [impl, promise, model](TimePoint t) { promise->set_value(impl->core.dry_run(model, t)); })) {
+    promise->set_value(make_error("the scheduler is not running"));
+  }
+  return future;
+}
+
+std::shared_ptr<const Snapshot> Scheduler::snapshot() const {
+  return impl_->snap.load();
+}
+std::shared_ptr<const config::Config> Scheduler::config() const {
+  return impl_->cfg.load();
+}
+
+}  // namespace gpumod::scheduler

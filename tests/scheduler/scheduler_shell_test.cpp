@@ -1,0 +1,242 @@
+// The threaded Scheduler shell wired to the fakes: a real loop thread and real worker
+// threads, the system clock and short poll intervals. Waits are bounded polls of futures
+// with a generous deadline (20 s); the normal run takes milliseconds.
+#include <gtest/gtest.h>
+
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <thread>
+
+#include "scheduler/scheduler.hpp"
+#include "tests/scheduler/fakes.hpp"
+#include "tests/scheduler/rig.hpp"
+
+namespace gpumod::scheduler::testing {
+namespace {
+
+constexpr auto kDeadline = std::chrono::seconds(20);
+
+template <typename F>
+bool ready_in_time(F& f) {
+  return f.wait_for(kDeadline) == std::future_status::ready;
+}
+
+// A unique temp dir, removed at the end of the test.
+struct TempDir {
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "gpumod-sched-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::filesystem::path path;
+};
+
+config::Config shell_config(const std::filesystem::path& state_dir) {
+  auto c = make_config(
+      {sleepy(preset("coder", 20000, 7070), 400), preset("embed", 2500, 8210), preset("nemo", 20000, 7071)});
+  config::Mode code;
+  code.id = "code";
+  code.services = {"embed", "coder"};
+  config::Mode nemo;
+  nemo.id = "nemo";
+  nemo.services = {"embed", "nemo"};
+  c.modes = {code, nemo};
+  c.daemon.state_dir = state_dir;
+  c.daemon.policy.vram_poll_interval = std::chrono::milliseconds(5);
+  c.daemon.policy.health_poll_interval = std::chrono::milliseconds(5);
+  c.daemon.policy.idle_poll_interval = std::chrono::milliseconds(50);
+  return c;
+}
+
+struct Shell {
+  explicit Shell(const std::filesystem::path& state_dir) : world({24 * kGiB}), runner(world), probe(world) {
+    cfg = shell_config(state_dir);
+    for (const auto& p : cfg.presets) {
+      Behavior b;
+      b.bytes = p.vram_mb * kMiB;
+      b.sleep_bytes = p.sleep_residual_mb() * kMiB;
+      b.health_checks_until_ready = 2;
+      world.set_behavior(p.id, b);
+    }
+    deps.probe = &probe;
+    deps.process_runner = &runner;
+    deps.worker_threads = 4;
+    deps.make_driver = [this](const config::Preset& p) { return std::make_unique<FakeDriver>(world, p.id); };
+    deps.make_launch = [](const config::Preset& p, int gpu) -> Result<backends::LaunchSpec> {
+      backends::LaunchSpec s;
+      s.service_id = p.id;
+      s.argv = {"fake", p.id};
+      s.env["GPUMOD_TEST_GPU"] = std::to_string(gpu);
+      return s;
+    };
+  }
+  std::unique_ptr<Scheduler> make() { return std::make_unique<Scheduler>(cfg, deps); }
+
+  FakeWorld world;
+  FakeRunner runner;
+  FakeProbe probe;
+  Deps deps;
+  config::Config cfg;
+};
+
+RequestSpec req(const std::string& model, bool lease = false) {
+  RequestSpec s;
+  s.model = model;
+  s.hold_lease = lease;
+  return s;
+}
+
+TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
+  TempDir dir;
+  Shell sh(dir.path);
+  auto sched = sh.make();
+  sched->start();
+  const auto v0 = sched->snapshot()->version;
+  auto t1 = sched->submit(req("coder"));
+  auto t2 = sched->submit(req("coder-model"));
+  ASSERT_TRUE(ready_in_time(t1.outcome));
+  ASSERT_TRUE(ready_in_time(t2.outcome));
+  EXPECT_EQ(t1.outcome.get().http_status, 200);
+  EXPECT_EQ(t2.outcome.get().http_status, 200);
+  EXPECT_EQ(t1.outcome.get().endpoint, "http://127.0.0.1:7070");
+  EXPECT_EQ(sh.world.starts("coder"), 1);  // one load for both
+  auto t3 = sched->submit(req("coder"));   // ready: skips the queue
+  ASSERT_TRUE(ready_in_time(t3.outcome));
+  EXPECT_EQ(t3.outcome.get().http_status, 200);
+  auto snap = sched->snapshot();
+  EXPECT_GT(snap->version, v0);
+  ASSERT_EQ(snap->gpus.size(), 1u);
+  EXPECT_EQ(snap->gpus[0].total_bytes, 24 * kGiB);
+  const auto& coder = snap->services[0];
+  EXPECT_EQ(coder.id, "coder");
+  EXPECT_EQ(coder.state, policy::SvcState::ready);
+  auto info = sched->request_info(t1.request_id);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->status, RequestStatus::ready);
+  auto unknown = sched->submit(req("nope"));
+  ASSERT_TRUE(ready_in_time(unknown.outcome));
+  EXPECT_EQ(unknown.outcome.get().http_status, 404);
+}
+
+TEST(SchedulerShell, LeaseBlocksEvictionUntilReleasedAndModesSwitch) {
+  TempDir dir;
+  Shell sh(dir.path);
+  auto sched = sh.make();
+  sched->start();
+  auto t1 = sched->submit(req("nemo", /*lease=*/true));
+  ASSERT_TRUE(ready_in_time(t1.outcome));
+  const auto first = t1.outcome.get();
+  ASSERT_TRUE(first.lease.has_value());
+  auto t2 = sched->submit(req("coder"));
+  EXPECT_EQ(t2.outcome.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  EXPECT_EQ(sh.world.stops("nemo"), 0);
+  sched->release_lease(*first.lease);
+  ASSERT_TRUE(ready_in_time(t2.outcome));
+  EXPECT_EQ(t2.outcome.get().http_status, 200);
+
+  auto m = sched->switch_mode("nemo");
+  ASSERT_TRUE(ready_in_time(m));
+  const ModeResult r = m.get();
+  EXPECT_TRUE(r.ok) << (r.errors.empty() ? "" : r.errors[0]);
+  EXPECT_EQ(sched->snapshot()->current_mode, "nemo");
+  auto a = sched->service_action("embed", ServiceAction::stop);
+  ASSERT_TRUE(ready_in_time(a));
+  EXPECT_TRUE(a.get().ok);
+  auto dr = sched->dry_run("coder");
+  ASSERT_TRUE(ready_in_time(dr));
+  auto plan = dr.get();
+  ASSERT_TRUE(plan.ok()) << plan.error();
+  EXPECT_FALSE(plan->steps.empty());
+}
+
+TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
+  TempDir dir;
+  Shell sh(dir.path);
+  int loads = 0;
+  sh.deps.load_config = [&]() {
+    ++loads;
+    config::LoadResult r;
+    auto next = shell_config(dir.path);
+    next.presets[1].priority = 80;
+    r.config = next;
+    return r;
+  };
+  auto sched = sh.make();
+  sched->start();
+  auto rl = sched->reload();
+  ASSERT_TRUE(ready_in_time(rl));
+  const auto rr = rl.get();
+  EXPECT_TRUE(rr.ok) << rr.message;
+  EXPECT_EQ(loads, 1);
+  EXPECT_EQ(sched->config()->presets[1].priority, 80);
+
+  // Hold the GPU with a lease, queue a request, cancel it.
+  auto t1 = sched->submit(req("coder", true));
+  ASSERT_TRUE(ready_in_time(t1.outcome));
+  auto t2 = sched->submit(req("nemo"));
+  ASSERT_TRUE(sched->cancel(t2.request_id).ok());
+  ASSERT_TRUE(ready_in_time(t2.outcome));
+  EXPECT_EQ(t2.outcome.get().status, RequestStatus::cancelled);
+  EXPECT_FALSE(sched->cancel("no-such-request").ok());
+
+  // A request still waiting when the scheduler stops is answered, not left hanging.
+  auto t3 = sched->submit(req("nemo"));
+  sched->stop();
+  ASSERT_TRUE(ready_in_time(t3.outcome));
+  EXPECT_EQ(t3.outcome.get().http_status, 503);
+  auto t4 = sched->submit(req("coder"));
+  ASSERT_TRUE(ready_in_time(t4.outcome));
+  EXPECT_EQ(t4.outcome.get().http_status, 503);
+}
+
+TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
+  TempDir dir;
+  Shell sh(dir.path);
+  {
+    auto sched = sh.make();
+    sched->start();
+    auto t1 = sched->submit(req("coder"));
+    ASSERT_TRUE(ready_in_time(t1.outcome));
+    auto s = sched->service_action("coder", ServiceAction::sleep);
+    ASSERT_TRUE(ready_in_time(s));
+    ASSERT_TRUE(s.get().ok);
+    auto t2 = sched->submit(req("embed"));
+    ASSERT_TRUE(ready_in_time(t2.outcome));
+  }  // the daemon goes away; its services keep running
+  ASSERT_TRUE(std::filesystem::exists(dir.path / "scheduler.json"));
+  ASSERT_TRUE(sh.world.running("coder"));
+  for (const char* id : {"coder", "embed"}) {
+    backends::RunInfo info;
+    info.service_id = id;
+    info.pid = sh.world.pids(id).at(0);
+    sh.runner.adopted.push_back(info);
+  }
+  auto sched = sh.make();
+  sched->start();
+  auto t3 = sched->submit(req("embed"));
+  ASSERT_TRUE(ready_in_time(t3.outcome));
+  EXPECT_EQ(t3.outcome.get().http_status, 200);
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (sched->snapshot()->services[0].state != policy::SvcState::sleeping &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(sched->snapshot()->services[0].state, policy::SvcState::sleeping);
+  EXPECT_EQ(sh.world.starts("coder"), 1);
+  EXPECT_EQ(sh.world.starts("embed"), 1);
+  auto t4 = sched->submit(req("coder"));  // wakes the adopted sleeper
+  ASSERT_TRUE(ready_in_time(t4.outcome));
+  EXPECT_EQ(t4.outcome.get().http_status, 200);
+  EXPECT_EQ(sh.world.starts("coder"), 1);
+}
+
+}  // namespace
+}  // namespace gpumod::scheduler::testing
