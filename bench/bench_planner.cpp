@@ -103,7 +103,7 @@ void BM_Plan(benchmark::State& state) {
     state.SkipWithError(("cluster does not need evictions: " + check.reason).c_str());
     return;
   }
-  for (auto _ : state) {
+  for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores): the benchmark loop idiom
     auto p = gpumod::policy::plan(c.gpus, c.services, c.request);
     benchmark::DoNotOptimize(p);
   }
