@@ -324,7 +324,7 @@ LoadResult load(const std::filesystem::path& path, const LoadOptions& opts) {
       return r;
     }
   } else {
-    src.daemon_name = (path / kDaemonFileName).lexically_normal().string();  // defaults; named in messages
+    src.daemon_name = shown;  // no daemon file: messages about daemon settings name the directory
   }
   return assemble(src, opts);
 }

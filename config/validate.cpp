@@ -92,6 +92,7 @@ void check_modes(const CheckInput& in, Diagnostics& diag) {
         continue;
       }
       const Preset& p = *it->second;
+      if (p.port == 0) continue;  // its own port error is already reported
       auto [owner, inserted] = port_owner.emplace(p.port, &p);
       if (!inserted && owner->second->id != p.id) {
         diag.error(m.loc.file, line, e.prefix + key,

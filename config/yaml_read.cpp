@@ -215,8 +215,9 @@ std::optional<std::vector<MapEntry>> read_scalar_map(const ReadContext& c, const
   std::map<std::string, int> seen;
   bool ok = true;
   for (auto it = v.begin(); it != v.end(); ++it) {
-    const YAML::Node& k = it->first;
-    const YAML::Node& val = it->second;
+    // Copies: yaml-cpp's iterator hands out a temporary pair, so references into it dangle.
+    const YAML::Node k = it->first;
+    const YAML::Node val = it->second;
     const int at = line_of(k, line);
     if (!k.IsScalar()) {
       c.error(at, key, "expected names as keys, got " + describe(k));
@@ -280,7 +281,8 @@ bool for_each_key(const ReadContext& c, const YAML::Node& node, const std::strin
   }
   std::map<std::string, int> seen;
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& k = it->first;
+    const YAML::Node k = it->first;  // a copy: the iterator's pair is a temporary
+    const YAML::Node v = it->second;
     const int at = line_of(k, line_of(node, 1));
     if (!k.IsScalar()) {
       c.error(at, "", "expected a key name, got " + describe(k));
@@ -310,7 +312,7 @@ bool for_each_key(const ReadContext& c, const YAML::Node& node, const std::strin
       c.error(at, name, message);
       continue;
     }
-    on_key(name, at, it->second);
+    on_key(name, at, v);
   }
   return true;
 }
