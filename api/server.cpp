@@ -473,7 +473,7 @@ struct ApiServer::Impl {
         [this](const httplib::Request& req, httplib::Response& res) { return pre_route(req, res); });
     server.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request& req, httplib::Response& res) { return fill_error(req, res); }));
-    server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    server.set_exception_handler([](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
       std::string what = "unknown exception";
       try {
         if (ep) std::rethrow_exception(ep);

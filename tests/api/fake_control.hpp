@@ -88,6 +88,13 @@ class FakeControl final : public Control {
     std::lock_guard lock(mutex_);
     infos_[info.request_id] = info;
   }
+  // What GET /requests/{id} shows once the request is decided.
+  void decide(const std::string& request_id, const scheduler::RequestOutcome& outcome) {
+    std::lock_guard lock(mutex_);
+    auto& info = infos_.at(request_id);
+    info.status = outcome.status;
+    info.outcome = outcome;
+  }
   void fulfil(const std::string& request_id, const scheduler::RequestOutcome& outcome) {
     std::lock_guard lock(mutex_);
     pending_.at(request_id).set_value(outcome);
