@@ -435,6 +435,7 @@ TEST_F(ProcessRunnerTest, ConcurrentStartsAndStopsOfDifferentServices) {
   auto runner = make_process_runner(dir.path());
   constexpr int kServices = 6;
   std::vector<std::thread> threads;
+  threads.reserve(kServices);
   std::vector<int> ok(kServices, 0);
   std::vector<int> pgids(kServices, 0);
   for (int i = 0; i < kServices; ++i) {
