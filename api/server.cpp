@@ -5,7 +5,13 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <regex>
 #include <thread>
@@ -473,16 +479,17 @@ struct ApiServer::Impl {
         [this](const httplib::Request& req, httplib::Response& res) { return pre_route(req, res); });
     server.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request& req, httplib::Response& res) { return fill_error(req, res); }));
-    server.set_exception_handler([](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
-      std::string what = "unknown exception";
-      try {
-        if (ep) std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      send_error(res, 500, "internal error in gpumod: " + what);
-    });
+    server.set_exception_handler(
+        [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
+          std::string what = "unknown exception";
+          try {
+            if (ep) std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          send_error(res, 500, "internal error in gpumod: " + what);
+        });
     server.set_logger(
         [](const httplib::Request& req, const httplib::Response& res) { log_exchange(req, res); });
     handlers.install(server);
@@ -490,6 +497,14 @@ struct ApiServer::Impl {
   }
 
   httplib::Server::HandlerResponse pre_route(const httplib::Request& req, httplib::Response& res) const {
+    // A request with neither Content-Length nor Transfer-Encoding has an empty body (RFC 9112
+    // 6.3), which is what `curl -X POST URL` sends. cpp-httplib 0.11 instead reads such a POST
+    // until the client closes, so it would hang for the read timeout: state the length.
+    // (The Request is the library's own non-const object; routing reads the header next.)
+    if (req.method != "GET" && req.method != "HEAD" && !req.has_header("Content-Length") &&
+        !req.has_header("Transfer-Encoding")) {
+      const_cast<httplib::Request&>(req).set_header("Content-Length", "0");  // NOLINT
+    }
     const std::string given = req.get_header_value(kRequestIdHeader);
     res.set_header(kRequestIdHeader, acceptable_request_id(given) ? given : generate_request_id());
     if (ctx.options.api_token && !ctx.options.api_token->empty() && req.path != "/healthz") {
@@ -554,6 +569,36 @@ ApiServer::ApiServer(std::shared_ptr<Control> control, ServerOptions options)
   impl_->install();
 }
 
+namespace {
+// cpp-httplib 0.11 is compiled with a listen backlog of 5, so a burst of clients overflows the
+// accept queue and their SYNs are dropped and retried seconds later. The library does not expose
+// its socket; find our listening socket among this process's descriptors and call listen() on it
+// again, which on Linux just raises the backlog.
+void widen_listen_backlog(int port) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = -1;
+    try {
+      fd = std::stoi(entry.path().filename().string());
+    } catch (const std::exception&) {
+      continue;
+    }
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int bound_port = -1;
+    if (addr.ss_family == AF_INET) bound_port = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) bound_port = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (bound_port == port && ::listen(fd, SOMAXCONN) != 0) {
+      spdlog::warn("api: could not raise the listen backlog: {}", std::strerror(errno));
+    }
+  }
+}
+}  // namespace
+
 ApiServer::~ApiServer() {
   stop();
 }
@@ -578,6 +623,7 @@ Result<int> ApiServer::bind() {
     return make_error("cannot listen on " + opts.host + ":" + std::to_string(port) +
                       " (in use, or the address is not on this host)");
   }
+  widen_listen_backlog(port);
   impl_->bound = true;
   spdlog::info("api: listening on http://{}:{}{}", opts.host, port,
                have_token ? " (bearer token required)" : "");

@@ -22,7 +22,9 @@ struct ServerOptions {
   int port = 7979;                       // 0 => pick a free port (tests)
   std::optional<std::string> api_token;  // bearer token; required to bind beyond loopback
   std::int64_t max_body_bytes = 8 * 1024 * 1024;
-  int threads = 16;
+  // Each request waiting for a model holds a thread, so keep enough that ready-model requests
+  // are not stuck behind slow loads.
+  int threads = 128;
   // /v1 proxy: how long to wait for a service to accept a connection, and for each read of
   // its answer (a long generation without streaming must fit in this).
   std::chrono::milliseconds upstream_connect_timeout{5000};

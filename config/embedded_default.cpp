@@ -28,6 +28,7 @@ presets:
     supports_sleep: true
     sleep_mode: l1
     sleep_vram_mb: 250
+    unit_vars: {gpu_mem_util: "0.11"}  # vLLM claims this share of the GPU; checked before a start
     startup_timeout: 30
     priority: 60
     cmd: ["${GPUMOD_BIN_DIR}/gpumod-test-engine", "--port", "8210", "--protocol", "vllm",
@@ -59,6 +60,7 @@ presets:
     aliases: [embedding]
     supports_sleep: false
     sleep_mode: none
+    unit_vars: {gpu_mem_util: "0.21"}  # vLLM claims this share of the GPU; checked before a start
     startup_timeout: 30
     cmd: ["${GPUMOD_BIN_DIR}/gpumod-test-engine", "--port", "8200", "--protocol", "vllm",
           "--model", "BAAI/bge-m3", "--vram-mb", "5000", "--load-ms", "800"]
@@ -87,6 +89,7 @@ presets:
     supports_sleep: true
     sleep_mode: l1
     sleep_vram_mb: 1500
+    unit_vars: {gpu_mem_util: "0.62"}  # vLLM claims this share of the GPU; checked before a start
     startup_timeout: 30
     cmd: ["${GPUMOD_BIN_DIR}/gpumod-test-engine", "--port", "8000", "--protocol", "vllm",
           "--model", "mistralai/Devstral-Small-2-24B-Instruct-2512", "--vram-mb", "15000",

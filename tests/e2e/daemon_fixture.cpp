@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -37,12 +38,26 @@ void write_file(const fs::path& path, const std::string& text) {
   out << text;
 }
 
+EnginePreset engine_preset(const std::string& id, const std::string& protocol, int port, int vram_mb,
+                           int load_ms, const std::string& sleep_mode) {
+  EnginePreset p;
+  p.id = id;
+  p.protocol = protocol;
+  p.driver = (protocol == "router" || protocol == "llamacpp") ? "llamacpp" : protocol;
+  p.port = port;
+  p.vram_mb = vram_mb;
+  p.load_ms = load_ms;
+  p.sleep_mode = sleep_mode;
+  return p;
+}
+
 void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
   std::ostringstream d;
   d << "gpus:\n  probe: sim\n  sim:\n    - name: e2e-gpu\n      memory_mb: " << cfg.gpu_mb << "\n"
     << "  sim_release_lag: " << cfg.release_lag_ms << "ms\n"
-    << "policy:\n  headroom_mb: " << cfg.headroom_mb << "\n  vram_release_timeout: " << cfg.vram_release_timeout
-    << "\n  queue_max: " << cfg.queue_max << "\n  stop_grace: 3s\n";
+    << "policy:\n  headroom_mb: " << cfg.headroom_mb
+    << "\n  vram_release_timeout: " << cfg.vram_release_timeout << "\n  queue_max: " << cfg.queue_max
+    << "\n  stop_grace: 3s\n";
   write_file(dir / "gpumod.yaml", d.str());
   for (const auto& p : cfg.presets) {
     std::ostringstream y;
@@ -51,14 +66,20 @@ void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
       << "\nvram_mb: " << p.vram_mb << "\nmodel_id: " << model << "\nstartup_timeout: 30\n"
       << "priority: " << p.priority << "\n";
     if (p.sleep_mode != "none") y << "supports_sleep: true\nsleep_mode: " << p.sleep_mode << "\n";
+    // vLLM claims gpu_memory_utilization x total at start (and the driver checks that much is
+    // free first): give it the share of the GPU the preset declares, as a real preset would.
+    if (p.driver == "vllm") {
+      const double share = static_cast<double>(p.vram_mb) / cfg.gpu_mb;
+      y << "unit_vars:\n  gpu_mem_util: \"" << std::min(1.0, share + 0.005) << "\"\n";
+    }
     if (p.protocol == "router") y << "models: [" << model << "]\n";
     if (!p.aliases.empty()) {
       y << "aliases:\n";
       for (const auto& a : p.aliases) y << "  - " << a << "\n";
     }
-    y << "cmd:\n  - " << kEngineBin << "\n  - --port\n  - \"" << p.port << "\"\n  - --protocol\n  - " << p.protocol
-      << "\n  - --model\n  - " << model << "\n  - --vram-mb\n  - \"" << p.vram_mb << "\"\n  - --load-ms\n  - \""
-      << p.load_ms << "\"\n";
+    y << "cmd:\n  - " << kEngineBin << "\n  - --port\n  - \"" << p.port << "\"\n  - --protocol\n  - "
+      << p.protocol << "\n  - --model\n  - " << model << "\n  - --vram-mb\n  - \"" << p.vram_mb
+      << "\"\n  - --load-ms\n  - \"" << p.load_ms << "\"\n";
     if (p.protocol == "router") y << "  - --models\n  - " << model << "\n";
     for (const auto& a : p.extra_engine_args) y << "  - \"" << a << "\"\n";
     write_file(dir / "presets" / (p.id + ".yaml"), y.str());
@@ -75,16 +96,11 @@ void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
 Daemon::Daemon(const fs::path& config_dir, const fs::path& state_dir, std::vector<std::string> extra_args)
     : state_dir_(state_dir), log_path_(state_dir / "daemon.log"), port_(free_port()) {
   fs::create_directories(state_dir_);
-  std::vector<std::string> args = {kGpumodBin,
-                                   "serve",
-                                   "--config",
-                                   config_dir.string(),
-                                   "--listen",
-                                   "127.0.0.1:" + std::to_string(port_),
-                                   "--state-dir",
-                                   state_dir_.string(),
-                                   "--log-level",
-                                   "debug"};
+  std::vector<std::string> args = {kGpumodBin,    "serve",
+                                   "--config",    config_dir.string(),
+                                   "--listen",    "127.0.0.1:" + std::to_string(port_),
+                                   "--state-dir", state_dir_.string(),
+                                   "--log-level", "debug"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = ::fork();
   if (pid_ == 0) {
@@ -116,15 +132,15 @@ std::string Daemon::log() const {
 
 bool Daemon::wait_healthy(std::chrono::seconds limit) {
   return eventually(
-      [&] {
-        int status = 0;
-        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-          pid_ = -1;
-          return true;  // exited: stop waiting (reported as unhealthy below)
-        }
-        return get("/healthz", std::chrono::seconds(1)).status == 200;
-      },
-      limit) &&
+             [&] {
+               int status = 0;
+               if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                 pid_ = -1;
+                 return true;  // exited: stop waiting (reported as unhealthy below)
+               }
+               return get("/healthz", std::chrono::seconds(1)).status == 200;
+             },
+             limit) &&
          pid_ > 0;
 }
 

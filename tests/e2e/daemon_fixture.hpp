@@ -46,6 +46,10 @@ struct EnginePreset {
   std::string model;  // model name the engine serves (default: id)
 };
 
+// The usual preset: the driver follows the protocol (router and llamacpp → llamacpp).
+EnginePreset engine_preset(const std::string& id, const std::string& protocol, int port, int vram_mb,
+                           int load_ms = 200, const std::string& sleep_mode = "none");
+
 struct GeneratedConfig {
   int gpu_mb = 24576;
   int headroom_mb = 0;

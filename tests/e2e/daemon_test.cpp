@@ -37,10 +37,8 @@ CommandOutput run_command(const std::string& cmd) {
 GeneratedConfig two_service_config() {
   GeneratedConfig cfg;
   cfg.gpu_mb = 8192;
-  cfg.presets = {{.id = "alpha", .protocol = "vllm", .driver = "vllm", .port = free_port(), .vram_mb = 3000,
-                  .load_ms = 100, .sleep_mode = "l1"},
-                 {.id = "beta", .protocol = "llamacpp", .driver = "llamacpp", .port = free_port(), .vram_mb = 3000,
-                  .load_ms = 100}};
+  cfg.presets = {engine_preset("alpha", "vllm", free_port(), 3000, 100, "l1"),
+                 engine_preset("beta", "llamacpp", free_port(), 3000, 100)};
   cfg.modes = {{"both", {"alpha", "beta"}}};
   return cfg;
 }
@@ -111,8 +109,8 @@ TEST(Daemon, FiveHundredClientsFiveModelsTwoFit) {
   cfg.release_lag_ms = 50;
   cfg.vram_release_timeout = "10s";
   for (int i = 0; i < 5; ++i) {
-    cfg.presets.push_back({.id = "m" + std::to_string(i), .protocol = "vllm", .driver = "vllm", .port = free_port(),
-                           .vram_mb = 10000, .load_ms = 60, .sleep_mode = i % 2 == 0 ? "l1" : "none"});
+    cfg.presets.push_back(
+        engine_preset("m" + std::to_string(i), "vllm", free_port(), 10000, 60, i % 2 == 0 ? "l1" : "none"));
   }
   write_config(dir.path() / "config", cfg);
   const fs::path sim_dir = dir.path() / "state" / "sim";
@@ -145,7 +143,8 @@ TEST(Daemon, FiveHundredClientsFiveModelsTwoFit) {
   sampler.join();
   int ok = 0;
   for (int i = 0; i < kClients; ++i) {
-    EXPECT_TRUE(codes[i] == 200 || codes[i] == 503 || codes[i] == 504) << "client " << i << " got " << codes[i];
+    EXPECT_TRUE(codes[i] == 200 || codes[i] == 503 || codes[i] == 504)
+        << "client " << i << " got " << codes[i];
     ok += codes[i] == 200;
   }
   EXPECT_GT(ok, 0);

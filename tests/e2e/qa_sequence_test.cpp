@@ -20,19 +20,13 @@ class QaSequence : public ::testing::Test {
     cfg_.gpu_mb = 24576;
     cfg_.release_lag_ms = 150;  // the driver frees memory a little after the process exits
     cfg_.presets = {
-        {.id = "vllm-embedding-code", .protocol = "vllm", .driver = "vllm", .port = free_port(), .vram_mb = 2500,
-         .load_ms = 150},
-        {.id = "qwen3-coder", .protocol = "router", .driver = "llamacpp", .port = router_port, .vram_mb = 20000,
-         .load_ms = 250, .sleep_mode = "router"},
-        {.id = "vllm-embedding", .protocol = "vllm", .driver = "vllm", .port = free_port(), .vram_mb = 5000,
-         .load_ms = 150},
-        {.id = "nemotron-3-nano", .protocol = "router", .driver = "llamacpp", .port = router_port, .vram_mb = 20000,
-         .load_ms = 250, .sleep_mode = "router"},
-        {.id = "devstral-small-2", .protocol = "vllm", .driver = "vllm", .port = free_port(), .vram_mb = 15000,
-         .load_ms = 150, .sleep_mode = "l1"},
+        engine_preset("vllm-embedding-code", "vllm", free_port(), 2500, 150),
+        engine_preset("qwen3-coder", "router", router_port, 20000, 250, "router"),
+        engine_preset("vllm-embedding", "vllm", free_port(), 5000, 150),
+        engine_preset("nemotron-3-nano", "router", router_port, 20000, 250, "router"),
+        engine_preset("devstral-small-2", "vllm", free_port(), 15000, 150, "l1"),
         // Loads slowly so a test can kill it mid-load.
-        {.id = "slow-loader", .protocol = "vllm", .driver = "vllm", .port = free_port(), .vram_mb = 4000,
-         .load_ms = 30000},
+        engine_preset("slow-loader", "vllm", free_port(), 4000, 30000),
     };
     cfg_.modes = {{"blank", {"vllm-embedding-code"}},
                   {"code", {"vllm-embedding-code", "qwen3-coder"}},
@@ -57,7 +51,8 @@ class QaSequence : public ::testing::Test {
     // The sim GPU shows exactly what the mode's services charge, once the release lag passed.
     EXPECT_TRUE(eventually([&] { return sim_charged_bytes(sim_dir()) == expect_mb * kMiB; }))
         << "charged " << sim_charged_bytes(sim_dir()) / kMiB << " MiB, want " << expect_mb;
-    EXPECT_EQ(processes_using_sim_dir(sim_dir()).size(), in_mode.size()) << "orphan or missing service process";
+    EXPECT_EQ(processes_using_sim_dir(sim_dir()).size(), in_mode.size())
+        << "orphan or missing service process";
   }
 
   fs::path sim_dir() const { return dir_.path() / "state" / "sim"; }
@@ -109,7 +104,8 @@ TEST_F(QaSequence, BackendKilledWhileLoadingThenBlankRecovers) {
   })) << d.log();
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
   switcher.join();
-  EXPECT_NE(slow.status, 200) << "a switch whose service died while loading must not report success: " << slow.body;
+  EXPECT_NE(slow.status, 200) << "a switch whose service died while loading must not report success: "
+                              << slow.body;
   EXPECT_FALSE(slow.js().value("errors", json::array()).empty()) << slow.body;
   EXPECT_EQ(service_state(d, "slow-loader"), "failed");
   switch_to(d, "blank", 2500);

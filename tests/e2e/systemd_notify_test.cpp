@@ -24,7 +24,7 @@ TEST(SystemdNotify, ServeReachesActiveRunningAndReloads) {
   if (!manager.ok()) GTEST_SKIP() << "no systemd --user manager here: " << manager.error();
   TempDir dir;
   GeneratedConfig cfg;
-  cfg.presets = {{.id = "alpha", .protocol = "vllm", .driver = "vllm", .port = free_port(), .vram_mb = 1000}};
+  cfg.presets = {engine_preset("alpha", "vllm", free_port(), 1000)};
   write_config(dir.path() / "config", cfg);
   const int port = free_port();
   std::ostringstream unit;
@@ -49,7 +49,8 @@ TEST(SystemdNotify, ServeReachesActiveRunningAndReloads) {
 
   auto reload = manager.systemctl({"reload", "gpumod-e2e.service"});
   EXPECT_EQ(reload.status, 0) << reload.output;
-  EXPECT_TRUE(eventually([&] { return unit_property(manager, "gpumod-e2e.service", "SubState") == "running"; }));
+  EXPECT_TRUE(
+      eventually([&] { return unit_property(manager, "gpumod-e2e.service", "SubState") == "running"; }));
   auto metrics = client.Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_NE(metrics->body.find("gpumod_config_reloads_total{result=\"success\"} 1"), std::string::npos)
