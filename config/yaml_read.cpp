@@ -224,7 +224,7 @@ std::optional<std::vector<MapEntry>> read_scalar_map(const ReadContext& c, const
       ok = false;
       continue;
     }
-    const std::string name = k.Scalar();
+    const std::string& name = k.Scalar();
     std::string full = key;
     full += '.';
     full += name;
@@ -288,7 +288,7 @@ bool for_each_key(const ReadContext& c, const YAML::Node& node, const std::strin
       c.error(at, "", "expected a key name, got " + describe(k));
       continue;
     }
-    const std::string name = k.Scalar();
+    const std::string& name = k.Scalar();
     if (auto prev = seen.find(name); prev != seen.end()) {
       c.error(at, name, "key given twice (first at line " + std::to_string(prev->second) + ")");
       continue;
