@@ -69,6 +69,11 @@ class AdmissionQueue {
   [[nodiscard]] bool empty() const { return by_id_.empty(); }
   [[nodiscard]] std::size_t max_length() const { return max_length_; }
   [[nodiscard]] std::chrono::milliseconds aging_interval() const { return aging_interval_; }
+  // The earliest deadline of a queued request, if any.
+  [[nodiscard]] std::optional<TimePoint> next_deadline() const {
+    if (deadlines_.empty()) return std::nullopt;
+    return deadlines_.begin()->first;
+  }
   // Age of the longest-waiting request (0 when empty).
   [[nodiscard]] Clock::Duration oldest_age(TimePoint now) const;
 

@@ -40,7 +40,7 @@ const char* to_string(Effect::Kind k) {
 
 namespace {
 
-constexpr Bytes kMiB = 1024 * 1024;
+constexpr Bytes kMiB = Bytes{1024} * 1024;
 constexpr double kEwmaAlpha = 0.3;
 constexpr int kQueueFullRetryAfter = 5;
 constexpr std::size_t kRecentOutcomes = 256;
@@ -180,6 +180,7 @@ struct SchedulerCore::Impl {
   bool poll_now = true;
   std::string current_mode;
   std::optional<ModeJob> mode_job;
+  bool in_progress_mode = false;
   std::string persisted;
   bool persist_dirty = false;
   CoreOutput out;
@@ -215,7 +216,8 @@ struct SchedulerCore::Impl {
     s.state_since = now;
     persist_dirty = true;
     out.changed = true;
-    if (metrics != nullptr) metrics->set_service_state(id, policy::to_string(st));
+    if (metrics != nullptr && cfg->find_preset(id) != nullptr)
+      metrics->set_service_state(id, policy::to_string(st));
   }
 
   std::uint64_t new_op(const std::string& id, Svc& s) {
@@ -972,7 +974,6 @@ struct SchedulerCore::Impl {
     eviction_done(id);
     if (s.retire) {
       spdlog::info("{} removed from the config: stopped and forgotten", id);
-      if (metrics != nullptr) metrics->set_service_state(id, "stopped");
       svcs.erase(id);
       return;
     }
@@ -1370,15 +1371,25 @@ struct SchedulerCore::Impl {
     progress_mode(now);
   }
 
+  // Entered from many places (advance() after every event); a plan it executes re-enters
+  // advance(), so nested calls are ignored and the outer pass carries on.
   void progress_mode(TimePoint now) {
+    if (in_progress_mode || !mode_job) return;
+    in_progress_mode = true;
+    progress_mode_pass(now);
+    in_progress_mode = false;
+  }
+
+  void progress_mode_pass(TimePoint now) {
     ModeJob& job = *mode_job;
     if (!job.bringing_up) {
       bool drained = true;
       for (auto& [id, s] : svcs) {
         if (job.members.count(id) != 0 || s.preset->pinned) continue;
-        const bool down =
-            s.phase == Phase::idle && (s.state == SvcState::stopped || s.state == SvcState::failed);
-        if (down) continue;
+        // A failed service outside the mode has nothing left running: the switch acknowledges
+        // the failure (last_error stays readable) so the mode ends in a clean, known state.
+        if (s.phase == Phase::idle && s.state == SvcState::failed) set_state(id, s, SvcState::stopped, now);
+        if (s.phase == Phase::idle && s.state == SvcState::stopped) continue;
         drained = false;
         if (s.phase == Phase::stopping_op) continue;
         if (s.leases > 0) {
@@ -1390,14 +1401,8 @@ struct SchedulerCore::Impl {
           }
           continue;
         }
-        if (job.stop_issued.insert(id).second) {
-          if (s.state == SvcState::sleeping && s.phase == Phase::idle) {
-            job.result.stopped.push_back(id);
-          } else {
-            job.result.stopped.push_back(id);
-          }
-        }
-        if (request_stop(id, s, "not part of mode " + job.mode, now)) continue;
+        if (job.stop_issued.insert(id).second) job.result.stopped.push_back(id);
+        request_stop(id, s, "not part of mode " + job.mode, now);
       }
       if (!drained) return;
       job.bringing_up = true;
@@ -1418,7 +1423,7 @@ struct SchedulerCore::Impl {
                                     (s.last_error.empty() ? "did not come up" : s.last_error));
         job.attempted.erase(member);
         job.members.erase(member);
-        return progress_mode(now);
+        return progress_mode_pass(now);
       }
       const bool wake = s.state == SvcState::sleeping;
       bool waiting = false;
@@ -1441,7 +1446,7 @@ struct SchedulerCore::Impl {
         }
         job.result.errors.push_back(msg);
         job.members.erase(member);
-        return progress_mode(now);
+        return progress_mode_pass(now);
       }
       job.attempted.insert(member);
       (wake ? job.result.woken : job.result.started).push_back(member);
@@ -1715,9 +1720,11 @@ struct SchedulerCore::Impl {
       return now + std::min(policy().vram_poll_interval, policy().health_poll_interval);
     }
     TimePoint t = std::max(next_poll, now + std::chrono::milliseconds(5));  // never a busy loop
-    if (!queue.empty())
+    if (!queue.empty()) {
       t = std::min(t, now + std::min<Clock::Duration>(policy().aging_interval, std::chrono::seconds(1)));
-    return t;
+      if (auto d = queue.next_deadline()) t = std::min(t, *d);
+    }
+    return std::max(t, now + std::chrono::milliseconds(5));  // never a busy loop
   }
 };
 

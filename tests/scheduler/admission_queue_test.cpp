@@ -21,6 +21,7 @@ QueuedRequest req(const std::string& id, const std::string& svc, int prio, TimeP
 
 std::vector<std::string> ids(const std::vector<const QueuedRequest*>& v) {
   std::vector<std::string> out;
+  out.reserve(v.size());
   for (const auto* r : v) out.push_back(r->id);
   return out;
 }
