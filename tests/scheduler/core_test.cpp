@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <sstream>
+
+#include "exporter/metrics.hpp"
 
 #include "tests/scheduler/rig.hpp"
 
@@ -565,6 +568,47 @@ TEST(Core, LowPriorityRequestIsServedUnderSteadyHighPriorityStream) {
   // Served once aging lifted it to 90: about 80 aging intervals, with high ones served meanwhile.
   EXPECT_GE(rig.now() - low_submitted, 79s);
   EXPECT_GT(n, 20);
+}
+
+// The value of the first sample of `name` whose labels include every `labels` pair.
+std::optional<double> metric(const std::string& text, const std::string& name,
+                             const std::vector<std::string>& labels) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + "{", 0) != 0) continue;
+    const auto close = line.find('}');
+    const std::string label_text = line.substr(name.size(), close - name.size() + 1);
+    if (std::all_of(labels.begin(), labels.end(),
+                    [&](const std::string& l) { return label_text.find(l) != std::string::npos; })) {
+      return std::stod(line.substr(close + 2));
+    }
+  }
+  return std::nullopt;
+}
+
+TEST(Core, ReportsTransitionsToTheExporter) {
+  exporter::Metrics metrics(exporter::BuildInfo{"test", "test", "test"});
+  auto cfg = make_config({preset("coder", 20000, 7070), preset("nemo", 20000, 7071)});
+  cfg.daemon.policy.vram_release_timeout = 5s;
+  Rig rig(std::move(cfg), {kCard}, &metrics);
+  Behavior zombie = rig.world.behavior("coder");
+  zombie.hold_memory_after_stop = true;
+  rig.world.set_behavior("coder", zombie);
+  rig.submit("r1", "coder");
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
+  rig.submit("r2", "nemo");
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }, 10s));
+  rig.submit("r3", "nope");
+  const std::string text = metrics.render();
+  EXPECT_EQ(metric(text, "gpumod_vram_release_timeouts_total", {"gpu=\"0\""}), 1.0) << text;
+  EXPECT_EQ(metric(text, "gpumod_service_starts_total", {"svc=\"coder\""}), 1.0);
+  EXPECT_EQ(metric(text, "gpumod_service_starts_total", {"svc=\"nemo\""}), 0.0);
+  EXPECT_EQ(metric(text, "gpumod_service_evictions_total", {"svc=\"coder\"", "stop"}), 1.0);
+  EXPECT_EQ(metric(text, "gpumod_service_state", {"svc=\"coder\"", "state=\"stopped\""}), 1.0);
+  EXPECT_EQ(metric(text, "gpumod_service_state", {"svc=\"coder\"", "state=\"ready\""}), 0.0);
+  EXPECT_EQ(metric(text, "gpumod_request_rejections_total", {"unknown_model"}), 1.0);
+  EXPECT_EQ(metric(text, "gpumod_gpu_memory_total_bytes", {"gpu=\"0\""}), static_cast<double>(kCard));
 }
 
 }  // namespace

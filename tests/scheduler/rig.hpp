@@ -51,7 +51,7 @@ inline config::Config make_config(std::vector<config::Preset> presets, std::vect
 
 class Rig {
  public:
-  Rig(config::Config cfg, std::vector<std::int64_t> gpu_totals)
+  Rig(config::Config cfg, std::vector<std::int64_t> gpu_totals, exporter::Metrics* metrics = nullptr)
       : world(std::move(gpu_totals)), runner(world), probe(world) {
     for (const auto& p : cfg.presets) {
       Behavior b;
@@ -71,7 +71,7 @@ class Rig {
       return s;
     };
     exec = std::make_unique<EffectRunner>(deps, "");
-    core = std::make_unique<SchedulerCore>(std::move(cfg), nullptr);
+    core = std::make_unique<SchedulerCore>(std::move(cfg), metrics);
     core->tick(now());  // first poll: learn the GPUs
     settle();
   }
