@@ -1,7 +1,6 @@
 #include "scheduler/admission_queue.hpp"
 
 #include <algorithm>
-#include <queue>
 
 namespace gpumod::scheduler {
 
@@ -50,10 +49,19 @@ std::optional<QueuedRequest> AdmissionQueue::cancel(const std::string& id) {
 }
 
 std::vector<QueuedRequest> AdmissionQueue::take_service(const std::string& service, TimePoint now) {
-  std::vector<QueuedRequest> taken;
-  for (const QueuedRequest* r : ordered(now)) {
-    if (r->service == service) taken.push_back(*r);
+  // One pass over every FIFO, then order just the matches: O(n + k log k).
+  std::vector<std::pair<int, const QueuedRequest*>> found;
+  for (const auto& [priority, fifo] : by_priority_) {
+    for (const QueuedRequest& r : fifo) {
+      if (r.service == service) found.emplace_back(effective_priority(r, now), &r);
+    }
   }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second->seq < b.second->seq;
+  });
+  std::vector<QueuedRequest> taken;
+  taken.reserve(found.size());
+  for (const auto& [eff, r] : found) taken.push_back(*r);
   for (const auto& r : taken) erase(r.id);
   return taken;
 }
@@ -99,25 +107,33 @@ const QueuedRequest* AdmissionQueue::front(TimePoint now) const {
 }
 
 std::vector<const QueuedRequest*> AdmissionQueue::ordered(TimePoint now) const {
+  // A k-way merge of the per-priority FIFOs (each already in admission order). The cursor
+  // keeps its head's effective priority and arrival number so comparisons touch no list node.
   struct Cursor {
     int eff;
+    std::uint64_t seq;
     Fifo::const_iterator it;
     Fifo::const_iterator end;
   };
-  auto later = [](const Cursor& a, const Cursor& b) { return before(b.eff, b.it->seq, a.eff, a.it->seq); };
-  std::priority_queue<Cursor, std::vector<Cursor>, decltype(later)> heads(later);
+  auto later = [](const Cursor& a, const Cursor& b) { return before(b.eff, b.seq, a.eff, a.seq); };
+  std::vector<Cursor> heap;
+  heap.reserve(by_priority_.size());
   for (const auto& [priority, fifo] : by_priority_) {
-    heads.push(Cursor{effective_priority(fifo.front(), now), fifo.begin(), fifo.end()});
+    heap.push_back(Cursor{effective_priority(fifo.front(), now), fifo.front().seq, fifo.begin(), fifo.end()});
   }
+  std::make_heap(heap.begin(), heap.end(), later);
   std::vector<const QueuedRequest*> out;
   out.reserve(by_id_.size());
-  while (!heads.empty()) {
-    Cursor c = heads.top();
-    heads.pop();
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    Cursor& c = heap.back();
     out.push_back(&*c.it);
     if (++c.it != c.end) {
       c.eff = effective_priority(*c.it, now);
-      heads.push(c);
+      c.seq = c.it->seq;
+      std::push_heap(heap.begin(), heap.end(), later);
+    } else {
+      heap.pop_back();
     }
   }
   return out;
