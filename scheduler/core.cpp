@@ -1716,6 +1716,11 @@ struct SchedulerCore::Impl {
   }
 
   TimePoint next_wakeup(TimePoint now) const {
+    // A release wait that just began needs a fresh sample: take it now rather than one poll
+    // interval later (that interval was most of the delay between the driver freeing memory
+    // and gpumod noticing; docs/gpu-release.md). No busy loop: emit_poll clears poll_now, and
+    // while a poll is in flight its completion is what wakes the loop.
+    if (poll_now && poll_op == 0) return now;
     if (moving() || poll_now) {
       return now + std::min(policy().vram_poll_interval, policy().health_poll_interval);
     }
