@@ -109,7 +109,8 @@ bool stderr_is_journal() {
   if (fstat(STDERR_FILENO, &st) != 0) return false;
   unsigned long long dev = 0, ino = 0;
   if (std::sscanf(js, "%llu:%llu", &dev, &ino) != 2) return false;
-  return dev == static_cast<unsigned long long>(st.st_dev) && ino == static_cast<unsigned long long>(st.st_ino);
+  return dev == static_cast<unsigned long long>(st.st_dev) &&
+         ino == static_cast<unsigned long long>(st.st_ino);
 }
 
 void setup_logging(const std::string& level) {
@@ -129,7 +130,8 @@ config::LoadResult load_config(const ServeOptions& opts) {
 }
 
 // NVML when the driver library is present (or demanded), the simulated GPU otherwise.
-Result<std::unique_ptr<backends::GpuProbe>> make_probe(const config::DaemonSettings& d, const fs::path& sim_dir) {
+Result<std::unique_ptr<backends::GpuProbe>> make_probe(const config::DaemonSettings& d,
+                                                       const fs::path& sim_dir) {
   using config::ProbeKind;
   if (d.probe != ProbeKind::sim) {
     auto nvml = backends::make_nvml_probe();
@@ -137,7 +139,8 @@ Result<std::unique_ptr<backends::GpuProbe>> make_probe(const config::DaemonSetti
       spdlog::info("GPU probe: NVML");
       return std::move(nvml.value());
     }
-    if (d.probe == ProbeKind::nvml) return make_error("NVML probe requested but unavailable: " + nvml.error());
+    if (d.probe == ProbeKind::nvml)
+      return make_error("NVML probe requested but unavailable: " + nvml.error());
     spdlog::info("GPU probe: simulated ({}); NVML unavailable: {}", sim_dir.string(), nvml.error());
   }
   return backends::make_sim_probe(d.sim_gpus, sim_dir, d.sim_release_lag, SystemClock::instance());
@@ -185,8 +188,8 @@ int run_serve(const std::vector<std::string>& args) {
   }
   config::Config cfg = std::move(*loaded.config);
   const config::DaemonSettings daemon = cfg.daemon;
-  spdlog::info("gpumod {} starting: config {}, {} services, {} modes, state dir {}", GPUMOD_VERSION, cfg.source,
-               cfg.presets.size(), cfg.modes.size(), daemon.state_dir.string());
+  spdlog::info("gpumod {} starting: config {}, {} services, {} modes, state dir {}", GPUMOD_VERSION,
+               cfg.source, cfg.presets.size(), cfg.modes.size(), daemon.state_dir.string());
 
   std::error_code ec;
   fs::create_directories(daemon.state_dir, ec);
@@ -315,14 +318,16 @@ int run_serve(const std::vector<std::string>& args) {
   stopping = true;
   wd_cv.notify_all();
   if (watchdog_thread.joinable()) watchdog_thread.join();
-  // If run() ended without a signal, the waiter still sits in sigwait: wake it so it can end.
-  if (!signal_seen) pthread_kill(signal_thread.native_handle(), SIGTERM);
+  // If run() ended without a signal, the waiter still sits in sigwait: send the process the
+  // shutdown signal (blocked in every thread, so only that sigwait receives it).
+  if (!signal_seen) ::kill(::getpid(), SIGTERM);
   signal_thread.join();
   if (opts.stop_services_on_exit) {
     auto snap = sched.snapshot();
     std::vector<std::future<scheduler::ActionResult>> stops;
     for (const auto& s : snap->services) {
-      if (s.state != policy::SvcState::stopped) stops.push_back(sched.service_action(s.id, scheduler::ServiceAction::stop));
+      if (s.state != policy::SvcState::stopped)
+        stops.push_back(sched.service_action(s.id, scheduler::ServiceAction::stop));
     }
     for (auto& f : stops) {
       if (f.wait_for(std::chrono::seconds(60)) == std::future_status::ready) {

@@ -88,7 +88,10 @@ void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
     std::ostringstream y;
     y << "id: " << id << "\nname: " << id << "\nservices:\n";
     for (const auto& s : services) y << "  - " << s << "\n";
-    if (services.empty()) y.str("id: " + id + "\nname: " + id + "\nservices: []\n");
+    if (services.empty()) {
+      y.str("");
+      y << "id: " << id << "\nname: " << id << "\nservices: []\n";
+    }
     write_file(dir / "modes" / (id + ".yaml"), y.str());
   }
 }
@@ -108,6 +111,7 @@ Daemon::Daemon(const fs::path& config_dir, const fs::path& state_dir, std::vecto
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
