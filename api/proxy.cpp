@@ -53,6 +53,7 @@ std::unique_ptr<httplib::Client> make_client(const Context& ctx, const std::stri
   client->set_read_timeout(ctx.options.upstream_read_timeout);
   client->set_write_timeout(ctx.options.upstream_read_timeout);
   client->set_keep_alive(false);
+  client->set_tcp_nodelay(true);  // no Nagle delay on the small request bodies
   return client;
 }
 

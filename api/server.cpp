@@ -475,6 +475,9 @@ struct ApiServer::Impl {
         static_cast<std::size_t>(std::max<std::int64_t>(0, ctx.options.max_body_bytes)));
     // Keep connections open for clients that send many requests (benchmarks, the proxy).
     server.set_keep_alive_max_count(10000);
+    // Responses go out as headers then body; with Nagle on, the body waits for the client's
+    // delayed ACK (~40 ms per exchange, bench/README.md "HTTP").
+    server.set_tcp_nodelay(true);
     server.set_pre_routing_handler(
         [this](const httplib::Request& req, httplib::Response& res) { return pre_route(req, res); });
     server.set_error_handler(httplib::Server::HandlerWithResponse(

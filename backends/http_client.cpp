@@ -40,6 +40,7 @@ Reply from_result(const httplib::Result& result, std::chrono::milliseconds timeo
 
 httplib::Client make(const std::string& host, int port, std::chrono::milliseconds timeout) {
   httplib::Client client(host, port);
+  client.set_tcp_nodelay(true);
   const auto sec = static_cast<time_t>(timeout.count() / 1000);
   const auto usec = static_cast<time_t>((timeout.count() % 1000) * 1000);
   client.set_connection_timeout(sec, usec);

@@ -71,6 +71,7 @@ int run(const Options& options) {
   signals.detach();
 
   httplib::Server server;
+  server.set_tcp_nodelay(true);  // answer without Nagle delays, like the real servers
   engine.install(server);
   std::thread serving;
   auto start_serving = [&]() -> bool {
