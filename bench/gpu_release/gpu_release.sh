@@ -22,11 +22,10 @@ prepare() {
   # until then a project-include hook adds it to this private build only.
   local hook="$build/gpu_release_hook.cmake"
   mkdir -p "$build"
+  # (add_subdirectory may not be deferred; include() of the folder's CMakeLists.txt may.)
   cat >"$hook" <<HOOK
-if(NOT TARGET gpumod-gpu-release)
-  cmake_language(DEFER DIRECTORY "\${CMAKE_SOURCE_DIR}" CALL add_subdirectory
-    "\${CMAKE_SOURCE_DIR}/bench/gpu_release" "\${CMAKE_BINARY_DIR}/bench/gpu_release_hooked")
-endif()
+cmake_language(DEFER DIRECTORY "\${CMAKE_SOURCE_DIR}" CALL include
+  "\${CMAKE_SOURCE_DIR}/bench/gpu_release/CMakeLists.txt")
 HOOK
   local extra=()
   if ! grep -q gpu_release "$root/bench/CMakeLists.txt"; then extra=(-DCMAKE_PROJECT_INCLUDE="$hook"); fi
@@ -40,7 +39,7 @@ HOOK
   rm -rf "$carry"
   mkdir -p "$carry/bin" "$carry/lib"
   local bins=("$build/app/gpumod" "$build/tools/test-engine/gpumod-test-engine"
-              "$(find "$build/bench" -name gpumod-gpu-release -type f | head -n1)")
+              "$(find "$build" -name gpumod-gpu-release -type f | head -n1)")
   cp "${bins[@]}" "$carry/bin/"
   strip "$carry"/bin/*
   # Everything ldd resolves except glibc itself (the GPU machine has its own, newer one).

@@ -352,10 +352,16 @@ class Harness {
     const auto start_i =
         daemon_.wait_for("starting " + step.target + " on GPU 0", *evict_i,
                          Clock::now() + std::chrono::milliseconds(step.target_wakes ? 0 : 2000));
-    const auto stopped_i = step.action == "stop"
-                               ? daemon_.wait_for("service '" + step.evicted + "' stopped", *evict_i,
-                                                  Clock::now() + std::chrono::seconds(2))
-                               : std::nullopt;
+    // (A plain index + flag: GCC 12 at -O3 misreports an optional built in a ?: as uninitialized.)
+    std::size_t stopped_at = 0;
+    bool stopped_seen = false;
+    if (step.action == "stop") {
+      if (const auto i = daemon_.wait_for("service '" + step.evicted + "' stopped", *evict_i,
+                                          Clock::now() + std::chrono::seconds(2))) {
+        stopped_at = *i;
+        stopped_seen = true;
+      }
+    }
     const auto [sum1, count1] = api_.release_wait();
     if (count1 - count0 == 1) r.release_wait_ms = (sum1 - sum0) * 1000.0;
 
@@ -379,7 +385,7 @@ class Harness {
       prev = &s;
     }
     r.already_free = before != nullptr && before->free_bytes >= threshold;
-    if (stopped_i) r.evict_to_exit_ms = ms(daemon_.line(*stopped_i).received - evict.received);
+    if (stopped_seen) r.evict_to_exit_ms = ms(daemon_.line(stopped_at).received - evict.received);
     if (freed == nullptr) {
       r.error = "NVML never showed " + mib(threshold) + " free before the request returned";
       return r;
@@ -388,10 +394,10 @@ class Harness {
     if (start_i) {
       r.notice_from_log = true;
       r.nvml_free_to_notice_ms = ms(daemon_.line(*start_i).received - freed->begin);
-    } else if (stopped_i && !std::isnan(r.release_wait_ms)) {
+    } else if (stopped_seen && !std::isnan(r.release_wait_ms)) {
       // A wake has no log line where the wait ends: the wait began when the stop completed
       // (the runner logs "stopped" just before returning) and lasted the histogram's amount.
-      const auto noticed = daemon_.line(*stopped_i).received +
+      const auto noticed = daemon_.line(stopped_at).received +
                            std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double, std::milli>(r.release_wait_ms));
       r.nvml_free_to_notice_ms = ms(noticed - freed->begin);
