@@ -18,19 +18,22 @@ root=$(cd "$here/../.." && pwd)
 
 prepare() {
   local build=${1:-$root/build-gpu}
-  # bench/CMakeLists.txt does not list gpu_release yet (the lead adds `add_subdirectory(gpu_release)`);
-  # until then a project-include hook adds it to this private build only.
+  # The bench folder is not configured here (GPUMOD_BUILD_BENCH=OFF spares Google Benchmark and
+  # the other benches), so a project-include hook adds the harness alone to this private build,
+  # at the end of the top-level directory. (add_subdirectory may not be deferred; include() may.)
   local hook="$build/gpu_release_hook.cmake"
   mkdir -p "$build"
-  # (add_subdirectory may not be deferred; include() of the folder's CMakeLists.txt may.)
+  cat >"$build/gpu_release_add.cmake" <<ADD
+if(NOT TARGET gpumod-gpu-release)
+  include("\${CMAKE_SOURCE_DIR}/bench/gpu_release/CMakeLists.txt")
+endif()
+ADD
   cat >"$hook" <<HOOK
-cmake_language(DEFER DIRECTORY "\${CMAKE_SOURCE_DIR}" CALL include
-  "\${CMAKE_SOURCE_DIR}/bench/gpu_release/CMakeLists.txt")
+cmake_language(DEFER DIRECTORY "\${CMAKE_SOURCE_DIR}" CALL include "$build/gpu_release_add.cmake")
 HOOK
-  local extra=()
-  if ! grep -q gpu_release "$root/bench/CMakeLists.txt"; then extra=(-DCMAKE_PROJECT_INCLUDE="$hook"); fi
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPUMOD_BUILD_TESTS=OFF \
-    -DGPUMOD_BUILD_BENCH=OFF -DGPUMOD_ENGINE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 "${extra[@]}" >/dev/null
+    -DGPUMOD_BUILD_BENCH=OFF -DGPUMOD_ENGINE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_PROJECT_INCLUDE="$hook" >/dev/null
   ninja -C "$build" -j2 gpumod gpumod-test-engine gpumod-gpu-release
   grep -q GPUMOD_ENGINE_WITH_CUDA "$build/compile_commands.json" ||
     { echo "the test engine was built without CUDA (nvcc not found?)" >&2; exit 1; }
