@@ -361,9 +361,12 @@ def service():
             [(f"sum by (endpoint, code) (rate(gpumod_proxy_requests_total{{{INST},{svc}}}[$__rate_interval]))",
               "{{endpoint}} {{code}}")],
             w=16, custom=timeseries_custom(), options=LEGEND_TABLE, min_value=0)
-    d.panel("timeseries", "Proxy error ratio", "Share of proxied requests answered with a 5xx status.",
+    d.panel("timeseries", "Proxy error ratio", "Share of proxied requests answered with a 5xx status (0 when "
+            "none failed; no data when there were no requests).",
             "percentunit",
-            [(f"sum(rate(gpumod_proxy_requests_total{{{INST},{svc},code=~\"5..\"}}[$__rate_interval]))"
+            # Only code="200" exists before the first error: without `or vector(0)` the ratio of a
+            # healthy service would be "No data" instead of 0.
+            [(f"(sum(rate(gpumod_proxy_requests_total{{{INST},{svc},code=~\"5..\"}}[$__rate_interval])) or vector(0))"
               f" / sum(rate(gpumod_proxy_requests_total{{{INST},{svc}}}[$__rate_interval]))", "5xx")],
             w=8, custom=timeseries_custom(), options=LEGEND_LIST, min_value=0, max_value=1)
     variables = [

@@ -18,84 +18,21 @@
 #include "exporter/metrics.hpp"
 #include "tests/exporter/promtool.hpp"
 #include "tests/exporter/sample_metrics.hpp"
+#include "tests/grafana/dashboard_queries.hpp"
 
 namespace gpumod {
 namespace {
 
-namespace fs = std::filesystem;
+using grafana_check::dashboard_files;
+using grafana_check::dashboard_queries;
+using grafana_check::is_row;
+using grafana_check::kAlertRules;
+using grafana_check::load_dashboards;
+using grafana_check::panels_of;
+using grafana_check::Query;
+using grafana_check::read_text;
+using grafana_check::substitute_grafana_variables;
 using nlohmann::json;
-
-const fs::path kGrafanaDir = fs::path(GPUMOD_SOURCE_DIR) / "grafana";
-const fs::path kAlertRules = kGrafanaDir / "alerts" / "gpumod.rules.yml";
-
-struct Dashboard {
-  std::string file;
-  json doc;
-};
-
-struct Query {
-  std::string where;  // "file: panel title" or "file: variable name" or "alert name"
-  std::string expr;
-  bool promql = true;  // template-variable queries like label_values(...) are not PromQL
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<fs::path> dashboard_files() {
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(kGrafanaDir / "dashboards")) {
-    if (entry.path().extension() == ".json") files.push_back(entry.path());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-std::vector<Dashboard> load_dashboards() {
-  std::vector<Dashboard> out;
-  for (const auto& file : dashboard_files()) {
-    out.push_back({file.filename().string(), json::parse(read_file(file))});
-  }
-  return out;
-}
-
-// Every panel, rows' nested panels included.
-void collect_panels(const json& panels, std::vector<json>& out) {
-  for (const auto& p : panels) {
-    out.push_back(p);
-    if (p.contains("panels")) collect_panels(p["panels"], out);
-  }
-}
-std::vector<json> panels_of(const Dashboard& d) {
-  std::vector<json> out;
-  collect_panels(d.doc.value("panels", json::array()), out);
-  return out;
-}
-bool is_row(const json& panel) {
-  return panel.value("type", "") == "row";
-}
-
-std::vector<Query> dashboard_queries(const std::vector<Dashboard>& dashboards) {
-  std::vector<Query> out;
-  for (const auto& d : dashboards) {
-    for (const auto& p : panels_of(d)) {
-      for (const auto& t : p.value("targets", json::array())) {
-        out.push_back({d.file + ": " + p.value("title", "?"), t.value("expr", "")});
-      }
-    }
-    for (const auto& v : d.doc["templating"]["list"]) {
-      if (v.value("type", "") != "query") continue;
-      const auto& q = v["query"];
-      out.push_back({d.file + ": variable " + v.value("name", "?"),
-                     q.is_object() ? q.value("query", "") : q.get<std::string>(), false});
-    }
-  }
-  return out;
-}
 
 std::vector<Query> alert_queries() {
   std::vector<Query> out;
@@ -104,23 +41,11 @@ std::vector<Query> alert_queries() {
     for (const auto& rule : group["rules"]) {
       const std::string name =
           rule["alert"] ? rule["alert"].as<std::string>() : rule["record"].as<std::string>();
-      out.push_back({"alert " + name, rule["expr"].as<std::string>()});
+      out.push_back(
+          {"alert " + name, rule["expr"].as<std::string>(), true, kAlertRules.filename().string(), name});
     }
   }
   return out;
-}
-
-// Replaces Grafana's variables with values PromQL accepts.
-std::string substitute_grafana_variables(std::string expr) {
-  static const std::vector<std::pair<std::regex, std::string>> rules = {
-      {std::regex(R"(\$\{?__rate_interval\}?)"), "5m"},
-      {std::regex(R"(\$\{?__interval\}?)"), "1m"},
-      {std::regex(R"(\$\{?__range\}?)"), "1h"},
-      {std::regex(R"(\$\{[A-Za-z0-9_]+(:[A-Za-z]+)?\})"), "x"},
-      {std::regex(R"(\$[A-Za-z_][A-Za-z0-9_]*)"), "x"},
-  };
-  for (const auto& [pattern, value] : rules) expr = std::regex_replace(expr, pattern, value);
-  return expr;
 }
 
 // Metric names a query reads: identifiers outside quoted strings that start with gpumod_.
@@ -141,7 +66,7 @@ TEST(Dashboards, EveryDashboardIsValidJsonWithATitleAndUid) {
   ASSERT_GE(files.size(), 2U) << "expected the overview and the per-service dashboard";
   for (const auto& file : files) {
     json doc;
-    ASSERT_NO_THROW(doc = json::parse(read_file(file))) << file;
+    ASSERT_NO_THROW(doc = json::parse(read_text(file))) << file;
     EXPECT_TRUE(doc.is_object()) << file;
     EXPECT_FALSE(doc.value("uid", "").empty()) << file;
     EXPECT_FALSE(doc.value("title", "").empty()) << file;
