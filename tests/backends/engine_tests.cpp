@@ -81,6 +81,107 @@ TEST(TestEngine, ChatCompletionIsDeterministicAndStreams) {
   EXPECT_EQ(assembled, text);
 }
 
+// The data lines of an SSE body, in order.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  std::istringstream lines(body);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("data: ", 0) == 0) out.push_back(line.substr(6));
+  }
+  return out;
+}
+
+std::vector<std::string> words_in(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string w;
+  while (in >> w) out.push_back(w);
+  return out;
+}
+
+TEST(TestEngine, StreamWithMaxTokensAndNoGapDeliversThatManyChunksThenDone) {
+  RunningEngine e({"--protocol", "llamacpp", "--model", "m", "--vram-mb", "16", "--stream-gap-ms", "0"});
+  ASSERT_TRUE(eventually([&] { return e.healthy(); }));
+  auto c = e.client();
+  for (const bool chat : {true, false}) {
+    SCOPED_TRACE(chat ? "chat" : "completions");
+    const std::string body =
+        chat ? R"({"model":"m","stream":true,"max_tokens":500,"messages":[{"role":"user","content":"a b"}]})"
+             : R"({"model":"m","stream":true,"max_tokens":500,"prompt":"a b"})";
+    auto res = c.Post(chat ? "/v1/chat/completions" : "/v1/completions", body, "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200);
+    const auto data = sse_data(res->body);
+    ASSERT_FALSE(data.empty());
+    EXPECT_EQ(data.back(), "[DONE]");
+    std::vector<std::string> contents;
+    std::string finish_reason;
+    for (std::size_t i = 0; i + 1 < data.size(); ++i) {
+      const auto chunk = json::parse(data[i]);
+      const auto& choice = chunk["choices"][0];
+      const std::string piece = chat ? choice["delta"].value("content", "") : choice.value("text", "");
+      if (!piece.empty()) contents.push_back(piece);
+      if (choice["finish_reason"].is_string()) finish_reason = choice["finish_reason"];
+    }
+    ASSERT_EQ(contents.size(), 500U);
+    EXPECT_EQ(finish_reason, "length");
+    // The toy reply first ([m], a hash tag, the prompt reversed), then fillers t<position>.
+    EXPECT_EQ(contents[0], "[m]");
+    EXPECT_EQ(contents[2], " b");
+    EXPECT_EQ(contents[3], " a");
+    EXPECT_EQ(contents[4], " t4");
+    EXPECT_EQ(contents[499], " t499");
+  }
+}
+
+TEST(TestEngine, MaxTokensSetsTheLengthOfAPlainReplyAndBadValuesAreRefused) {
+  RunningEngine e({"--protocol", "generic", "--model", "m", "--vram-mb", "16"});
+  ASSERT_TRUE(eventually([&] { return e.healthy(); }));
+  auto c = e.client();
+  auto chat = c.Post("/v1/chat/completions",
+                     R"({"model":"m","max_tokens":37,"messages":[{"role":"user","content":"x y z"}]})",
+                     "application/json");
+  ASSERT_TRUE(chat);
+  ASSERT_EQ(chat->status, 200);
+  const auto doc = json::parse(chat->body);
+  EXPECT_EQ(words_in(doc["choices"][0]["message"]["content"]).size(), 37U);
+  EXPECT_EQ(doc["usage"]["completion_tokens"], 37);
+
+  auto one =
+      c.Post("/v1/completions", R"({"model":"m","max_tokens":1,"prompt":"x y z"})", "application/json");
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->status, 200);
+  EXPECT_EQ(json::parse(one->body)["choices"][0]["text"], "[m]");
+
+  // Without max_tokens: the short reply of before (model, tag, the prompt's words reversed).
+  auto plain = c.Post("/v1/completions", R"({"model":"m","prompt":"x y z"})", "application/json");
+  ASSERT_TRUE(plain);
+  ASSERT_EQ(plain->status, 200);
+  const auto plain_doc = json::parse(plain->body);
+  EXPECT_EQ(words_in(plain_doc["choices"][0]["text"]).size(), 5U);
+  EXPECT_EQ(plain_doc["choices"][0]["finish_reason"], "stop");
+
+  for (const std::string bad : {"0", "-3", "\"ten\"", "2.5", "100001"}) {
+    auto res = c.Post("/v1/completions", R"({"model":"m","prompt":"x","max_tokens":)" + bad + "}",
+                      "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << bad;
+    EXPECT_NE(res->body.find("max_tokens"), std::string::npos) << res->body;
+  }
+}
+
+TEST(TestEngine, NegativeStreamGapIsRefusedAtStart) {
+  TempDir dir;
+  EngineProcess p(
+      {"--protocol", "vllm", "--model", "m", "--port", std::to_string(free_port()), "--stream-gap-ms", "-1"},
+      dir.path(), dir.path() / "log");
+  const auto code = p.wait_exit();
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 2);
+  EXPECT_NE(p.log().find("--stream-gap-ms"), std::string::npos) << p.log();
+}
+
 TEST(TestEngine, EmbeddingsAreDeterministicUnitVectors) {
   RunningEngine e({"--protocol", "llamacpp", "--model", "emb", "--vram-mb", "64"});
   ASSERT_TRUE(eventually([&] { return e.healthy(); }));

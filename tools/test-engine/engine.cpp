@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 namespace gpumod::engine {
@@ -17,7 +18,9 @@ namespace {
 using json = nlohmann::json;
 constexpr std::int64_t kMiB = 1024LL * 1024;
 constexpr std::size_t kEmbeddingDims = 16;
-constexpr std::chrono::milliseconds kStreamGap{3};
+// The longest reply a request may ask for with max_tokens (a stream of this many chunks is
+// already far more than a benchmark needs; larger values are refused, not silently cut).
+constexpr std::int64_t kMaxReplyTokens = 100000;
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -47,9 +50,12 @@ std::vector<std::string> words_of(const std::string& text) {
 }
 
 // The toy answer: the model's name, a hash tag of the prompt and the prompt's first words
-// in reverse order. The same input always gives the same text.
+// in reverse order. The same input always gives the same text. With `length` (the request's
+// max_tokens) the reply has exactly that many tokens: cut short, or continued with fillers
+// "t<i>" (i = the token's position), so every chunk of a long stream is distinct and a
+// reader can tell that none was lost or reordered.
 std::vector<std::string> toy_reply(const std::string& model, const std::string& prompt,
-                                   std::size_t max_tokens) {
+                                   std::optional<std::size_t> length) {
   std::vector<std::string> out{"[" + model + "]"};
   char tag[24];
   std::snprintf(tag, sizeof tag, "#%06llx", static_cast<unsigned long long>(fnv1a(prompt) & 0xffffffULL));
@@ -57,8 +63,40 @@ std::vector<std::string> toy_reply(const std::string& model, const std::string& 
   auto words = words_of(prompt);
   if (words.size() > 8) words.resize(8);
   for (auto it = words.rbegin(); it != words.rend(); ++it) out.push_back(*it);
-  if (max_tokens > 0 && out.size() > max_tokens) out.resize(max_tokens);
+  if (length) {
+    if (out.size() > *length) out.resize(*length);
+    out.reserve(*length);
+    while (out.size() < *length) out.push_back("t" + std::to_string(out.size()));
+  }
   return out;
+}
+
+// The reply length a generate request asks for: "max_tokens" (or the newer chat field
+// "max_completion_tokens"); nullopt when neither is given (or null).
+Result<std::optional<std::size_t>> requested_length(const json& body) {
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    const auto it = body.find(key);
+    if (it == body.end() || it->is_null()) continue;
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 1 ||
+        it->get<std::int64_t>() > kMaxReplyTokens) {
+      return make_error(std::string(key) + ": expected an integer from 1 to " +
+                        std::to_string(kMaxReplyTokens) + ", got " + it->dump());
+    }
+    return std::optional<std::size_t>(it->get<std::size_t>());
+  }
+  return std::optional<std::size_t>();
+}
+
+// `key` of a JSON object body when it is a string; "" otherwise (missing, wrong type, bad JSON).
+std::string string_field(const std::string& body_text, const char* key) {
+  const auto body = json::parse(body_text, nullptr, false);
+  if (!body.is_object()) return "";
+  const auto it = body.find(key);
+  return it != body.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+void send_model_not_found(httplib::Response& res, const std::string& model) {
+  send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
 }
 
 std::string text_of(const json& content) {
@@ -314,8 +352,7 @@ void Engine::vllm_is_sleeping(const httplib::Request&, httplib::Response& res) {
 }
 
 void Engine::vllm_collective_rpc(const httplib::Request& req, httplib::Response& res) {
-  const auto body = json::parse(req.body, nullptr, false);
-  const std::string method = body.is_object() ? body.value("method", "") : "";
+  const std::string method = string_field(req.body, "method");
   if (method != "reload_weights") {
     send_json(res, 400, json{{"error", "unsupported collective_rpc method '" + method + "'"}});
     return;
@@ -361,12 +398,11 @@ void Engine::router_models(const httplib::Request&, httplib::Response& res) {
 }
 
 void Engine::router_load(const httplib::Request& req, httplib::Response& res) {
-  const auto body = json::parse(req.body, nullptr, false);
-  const std::string model = body.is_object() ? body.value("model", "") : "";
+  const std::string model = string_field(req.body, "model");
   std::lock_guard lock(mu_);
   const auto it = models_.find(model);
   if (it == models_.end()) {
-    send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
+    send_model_not_found(res, model);
     return;
   }
   if (it->second.status != ModelStatus::unloaded) {
@@ -406,13 +442,12 @@ void Engine::router_load_worker(const std::string& model) {
 }
 
 void Engine::router_unload(const httplib::Request& req, httplib::Response& res) {
-  const auto body = json::parse(req.body, nullptr, false);
-  const std::string model = body.is_object() ? body.value("model", "") : "";
+  const std::string model = string_field(req.body, "model");
   {
     std::lock_guard lock(mu_);
     const auto it = models_.find(model);
     if (it == models_.end()) {
-      send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
+      send_model_not_found(res, model);
       return;
     }
     if (it->second.status != ModelStatus::loaded) {
@@ -450,7 +485,7 @@ bool Engine::check_model(const std::string& model, httplib::Response& res) {
       return false;
     }
     if (it == models_.end()) {
-      send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
+      send_model_not_found(res, model);
       return false;
     }
     if (it->second.status != ModelStatus::loaded) {
@@ -481,30 +516,95 @@ bool Engine::check_model(const std::string& model, httplib::Response& res) {
   return true;
 }
 
-void Engine::v1_generate(const httplib::Request& req, httplib::Response& res, bool chat) {
-  const auto body = json::parse(req.body, nullptr, false);
-  if (!body.is_object()) {
+std::optional<Engine::V1Request> Engine::parse_v1_request(const httplib::Request& req, httplib::Response& res,
+                                                          const char* required_field) {
+  V1Request parsed;
+  parsed.body = json::parse(req.body, nullptr, false);
+  if (!parsed.body.is_object()) {
     send_json(res, 400, llama_error(400, "request body is not a JSON object", "invalid_request_error"));
+    return std::nullopt;
+  }
+  if (const auto it = parsed.body.find("model"); it != parsed.body.end() && !it->is_null()) {
+    if (!it->is_string()) {
+      send_json(res, 400, llama_error(400, "\"model\" must be a string", "invalid_request_error"));
+      return std::nullopt;
+    }
+    parsed.model = it->get<std::string>();
+  }
+  if (required_field != nullptr && !parsed.body.contains(required_field)) {
+    send_json(
+        res, 400,
+        llama_error(400, "\"" + std::string(required_field) + "\" is required", "invalid_request_error"));
+    return std::nullopt;
+  }
+  if (!check_model(parsed.model, res)) return std::nullopt;
+  parsed.served = parsed.model.empty() ? options_.model : parsed.model;
+  return parsed;
+}
+
+namespace {
+
+// One streamed reply, produced chunk by chunk as the client reads (a 100,000-token stream is
+// never held in memory as text).
+struct ToyStream {
+  std::vector<std::string> words;
+  std::string id;
+  std::string served;
+  std::string finish_reason;
+  long long created = 0;
+  bool chat = false;
+  std::size_t next = 0;  // 0..words.size()-1: content; words.size(): final chunk; then [DONE]
+
+  [[nodiscard]] bool finished() const { return next > words.size() + 1; }
+  std::string take() {
+    const std::size_t i = next++;
+    if (i == words.size() + 1) return "data: [DONE]\n\n";
+    const bool last = i == words.size();
+    const std::string piece = last ? "" : (i == 0 ? words[i] : " " + words[i]);
+    json choice = {{"index", 0}, {"finish_reason", last ? json(finish_reason) : json(nullptr)}};
+    if (chat) {
+      choice["delta"] = last ? json::object() : json{{"role", "assistant"}, {"content", piece}};
+    } else {
+      choice["text"] = piece;
+    }
+    const json chunk = {{"id", id},
+                        {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", created},
+                        {"model", served},
+                        {"choices", json::array({choice})}};
+    return "data: " + chunk.dump() + "\n\n";
+  }
+};
+
+}  // namespace
+
+void Engine::v1_generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  auto parsed = parse_v1_request(req, res);
+  if (!parsed) return;
+  const json& body = parsed->body;
+  const auto length = requested_length(body);
+  if (!length) {
+    send_json(res, 400, llama_error(400, length.error(), "invalid_request_error"));
     return;
   }
-  const std::string model = body.value("model", "");
-  if (!check_model(model, res)) return;
-  const std::string served = model.empty() ? options_.model : model;
-  const auto max_tokens = static_cast<std::size_t>(std::max(0, body.value("max_tokens", 0)));
-  auto words = toy_reply(served, prompt_of(body, chat), max_tokens);
+  const std::string prompt = prompt_of(body, chat);
+  auto words = toy_reply(parsed->served, prompt, *length);
   {
     std::lock_guard lock(mu_);
     if (!weights_valid_) words.insert(words.begin(), "(weights-not-reloaded)");
   }
   const std::string id =
       std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(fnv1a(req.body) % 1000000007ULL);
-  const std::string object = chat ? "chat.completion" : "text_completion";
-  const std::size_t prompt_tokens = words_of(prompt_of(body, chat)).size();
+  // A reply of the requested length ended because of max_tokens, as real servers report it.
+  const std::string finish_reason = length->has_value() ? "length" : "stop";
+  const auto stream = body.find("stream");
+  const bool streamed = stream != body.end() && stream->is_boolean() && stream->get<bool>();
 
-  if (!body.value("stream", false)) {
+  if (!streamed) {
+    const std::size_t prompt_tokens = words_of(prompt).size();
     std::string text;
     for (const auto& w : words) text += (text.empty() ? "" : " ") + w;
-    json choice = {{"index", 0}, {"finish_reason", "stop"}};
+    json choice = {{"index", 0}, {"finish_reason", finish_reason}};
     if (chat) {
       choice["message"] = {{"role", "assistant"}, {"content", text}};
     } else {
@@ -512,9 +612,9 @@ void Engine::v1_generate(const httplib::Request& req, httplib::Response& res, bo
     }
     send_json(res, 200,
               json{{"id", id},
-                   {"object", object},
+                   {"object", chat ? "chat.completion" : "text_completion"},
                    {"created", now_seconds()},
-                   {"model", served},
+                   {"model", parsed->served},
                    {"choices", json::array({choice})},
                    {"usage",
                     {{"prompt_tokens", prompt_tokens},
@@ -523,48 +623,31 @@ void Engine::v1_generate(const httplib::Request& req, httplib::Response& res, bo
     return;
   }
 
-  // SSE: one chunk per word, a few ms apart, then a final chunk and [DONE].
-  auto chunks = std::make_shared<std::vector<std::string>>();
-  const long long created = now_seconds();
-  for (std::size_t i = 0; i <= words.size(); ++i) {
-    const bool last = i == words.size();
-    const std::string piece = last ? "" : (i == 0 ? words[i] : " " + words[i]);
-    json choice = {{"index", 0}, {"finish_reason", last ? json("stop") : json(nullptr)}};
-    if (chat) {
-      choice["delta"] = last ? json::object() : json{{"role", "assistant"}, {"content", piece}};
-    } else {
-      choice["text"] = piece;
-    }
-    json chunk = {{"id", id},
-                  {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                  {"created", created},
-                  {"model", served},
-                  {"choices", json::array({choice})}};
-    chunks->push_back("data: " + chunk.dump() + "\n\n");
-  }
-  chunks->push_back("data: [DONE]\n\n");
-  auto next = std::make_shared<std::size_t>(0);
-  res.set_chunked_content_provider("text/event-stream", [chunks, next](std::size_t, httplib::DataSink& sink) {
-    if (*next >= chunks->size()) {
+  // SSE: one chunk per word, --stream-gap-ms apart, then a final chunk and [DONE].
+  auto toy = std::make_shared<ToyStream>();
+  toy->words = std::move(words);
+  toy->id = id;
+  toy->served = parsed->served;
+  toy->finish_reason = finish_reason;
+  toy->created = now_seconds();
+  toy->chat = chat;
+  const auto gap = options_.stream_gap;
+  res.set_chunked_content_provider("text/event-stream", [toy, gap](std::size_t, httplib::DataSink& sink) {
+    if (toy->finished()) {
       sink.done();
       return true;
     }
-    if (*next > 0) std::this_thread::sleep_for(kStreamGap);
-    const auto& c = (*chunks)[(*next)++];
-    return sink.write(c.data(), c.size());
+    if (toy->next > 0 && gap.count() > 0) std::this_thread::sleep_for(gap);
+    const std::string chunk = toy->take();
+    return sink.write(chunk.data(), chunk.size());
   });
 }
 
 void Engine::v1_embeddings(const httplib::Request& req, httplib::Response& res) {
-  const auto body = json::parse(req.body, nullptr, false);
-  if (!body.is_object() || !body.contains("input")) {
-    send_json(res, 400, llama_error(400, "\"input\" is required", "invalid_request_error"));
-    return;
-  }
-  const std::string model = body.value("model", "");
-  if (!check_model(model, res)) return;
+  auto parsed = parse_v1_request(req, res, "input");
+  if (!parsed) return;
   std::vector<std::string> inputs;
-  const auto& input = body.at("input");
+  const json& input = parsed->body.at("input");
   if (input.is_string()) {
     inputs.push_back(input.get<std::string>());
   } else if (input.is_array()) {
@@ -581,7 +664,7 @@ void Engine::v1_embeddings(const httplib::Request& req, httplib::Response& res) 
   send_json(res, 200,
             json{{"object", "list"},
                  {"data", data},
-                 {"model", model.empty() ? options_.model : model},
+                 {"model", parsed->served},
                  {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}});
 }
 

@@ -6,9 +6,12 @@
 
 #include <httplib.h>
 
+#include <nlohmann/json.hpp>
+
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,6 +60,16 @@ class Engine {
   void router_models(const httplib::Request& req, httplib::Response& res);
   void router_load(const httplib::Request& req, httplib::Response& res);
   void router_unload(const httplib::Request& req, httplib::Response& res);
+  // What every /v1 generate and embeddings request carries, read once.
+  struct V1Request {
+    nlohmann::json body;  // a JSON object
+    std::string model;    // as asked ("" when the request named none)
+    std::string served;   // the model that answers (--model when none was named)
+  };
+  // Parses the body (a JSON object, an optional string "model", `required_field` present when
+  // given) and checks the model can answer now; on failure fills `res` and returns nullopt.
+  std::optional<V1Request> parse_v1_request(const httplib::Request& req, httplib::Response& res,
+                                            const char* required_field = nullptr);
   void v1_models(const httplib::Request& req, httplib::Response& res);
   void v1_generate(const httplib::Request& req, httplib::Response& res, bool chat);
   void v1_embeddings(const httplib::Request& req, httplib::Response& res);

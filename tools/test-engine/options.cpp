@@ -23,9 +23,12 @@ std::string usage() {
   return "usage: gpumod-test-engine --port N --protocol vllm|llamacpp|router|generic --model NAME\n"
          "         [--models a,b,c] --vram-mb N [--load-ms N] [--wake-ms N] [--sleep-residual-mb N]\n"
          "         [--crash-on-load] [--never-healthy] [--ignore-sigterm] [--fail-wake]\n"
-         "         [--release-lag-ms N] [--host ADDR]\n"
+         "         [--release-lag-ms N] [--stream-gap-ms N] [--host ADDR]\n"
          "A test engine of the gpumod project (not a model server). GPU index from\n"
-         "CUDA_VISIBLE_DEVICES (default 0); simulated GPU directory from GPUMOD_SIM_DIR.\n";
+         "CUDA_VISIBLE_DEVICES (default 0); simulated GPU directory from GPUMOD_SIM_DIR.\n"
+         "  --stream-gap-ms N   pause between SSE chunks of a streamed reply (default 3; 0: none)\n"
+         "A /v1/chat/completions or /v1/completions request with \"max_tokens\": N (1..100000)\n"
+         "gets exactly N toy tokens (N SSE content chunks when streamed); without it, a short reply.\n";
 }
 
 namespace {
@@ -100,7 +103,7 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
         return make_error("--protocol: expected vllm, llamacpp, router or generic, got '" + *v + "'");
       }
     } else if (flag == "--port" || flag == "--vram-mb" || flag == "--load-ms" || flag == "--wake-ms" ||
-               flag == "--sleep-residual-mb" || flag == "--release-lag-ms") {
+               flag == "--sleep-residual-mb" || flag == "--release-lag-ms" || flag == "--stream-gap-ms") {
       auto v = int_value();
       if (!v) return make_error(v.error());
       if (flag == "--port") {
@@ -113,8 +116,10 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
         o.wake = std::chrono::milliseconds(*v);
       } else if (flag == "--sleep-residual-mb") {
         o.sleep_residual_mb = *v;
-      } else {
+      } else if (flag == "--release-lag-ms") {
         o.release_lag = std::chrono::milliseconds(*v);
+      } else {
+        o.stream_gap = std::chrono::milliseconds(*v);
       }
     } else {
       return make_error("unknown flag '" + flag + "'");

@@ -28,6 +28,8 @@ struct Options {
   bool ignore_sigterm = false;
   bool fail_wake = false;
   std::chrono::milliseconds release_lag{0};
+  // Pause between two SSE chunks of a streamed reply; 0 sends them back to back.
+  std::chrono::milliseconds stream_gap{3};
 };
 
 // argv[0] is skipped. Unknown flags and bad values are errors that name the flag.
