@@ -132,7 +132,11 @@ Result<void> write_file_atomic(const fs::path& path, const std::string& content)
     p += n;
     left -= static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  // No fsync (of the file or the directory): the record only has to survive a daemon crash
+  // or restart, and the page cache outlives those. After a power loss the services are gone
+  // too, and a torn or missing record just means nothing to adopt. The fsyncs cost several
+  // ms on every start (bench/README.md "HTTP", scheduler overhead).
+  if (::close(fd) != 0) {
     std::string err = std::strerror(errno);
     ::unlink(tmp.c_str());
     return make_error("cannot flush " + tmp.string() + ": " + err);
@@ -141,12 +145,6 @@ Result<void> write_file_atomic(const fs::path& path, const std::string& content)
     std::string err = std::strerror(errno);
     ::unlink(tmp.c_str());
     return make_error("cannot rename " + tmp.string() + " to " + path.string() + ": " + err);
-  }
-  // Make the rename itself durable.
-  int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
   }
   return {};
 }

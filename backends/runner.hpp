@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -49,9 +50,19 @@ class Runner {
   virtual const char* kind() const = 0;
 
   virtual Result<RunInfo> start(const LaunchSpec& spec) = 0;
+  // Called (on the stopping thread) once the stop request has gone out: SIGTERM sent to the
+  // group, or the unit's stop job queued. The scheduler starts watching GPU memory from here,
+  // because a model server frees its VRAM well before its process is gone (docs/gpu-release.md).
+  using StopSignalled = std::function<void()>;
+
   // SIGTERM the whole group (or stop the unit), SIGKILL after `grace`; returns once nothing
-  // of the service is left running.
-  virtual Result<void> stop(const std::string& service_id, std::chrono::milliseconds grace) = 0;
+  // of the service is left running. `signalled` may be empty; it is called at most once, and
+  // not at all when nothing was running.
+  virtual Result<void> stop(const std::string& service_id, std::chrono::milliseconds grace,
+                            const StopSignalled& signalled) = 0;
+  Result<void> stop(const std::string& service_id, std::chrono::milliseconds grace) {
+    return stop(service_id, grace, StopSignalled{});
+  }
   // Non-blocking. Returns the exit once when a service's process has ended on its own.
   virtual std::optional<ExitInfo> poll_exit(const std::string& service_id) = 0;
   virtual bool running(const std::string& service_id) = 0;

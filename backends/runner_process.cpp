@@ -3,8 +3,10 @@
 // State lives in <state_dir>/runners/<id>.json so a restarted daemon re-adopts its services.
 // No PR_SET_PDEATHSIG on purpose: services outlive a daemon restart and are adopted.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +88,36 @@ int lift_fd(int fd) {
   ::close(fd);
   return lifted;
 }
+
+// A pidfd (Linux 5.3+) for a process: readable once it has exited. Without one (older
+// kernel, process already gone) wait() just sleeps, which is what the poll loop did before.
+class PidFd {
+ public:
+  explicit PidFd(int pid) : fd_(pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1) {}
+  ~PidFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  PidFd(const PidFd&) = delete;
+  PidFd& operator=(const PidFd&) = delete;
+
+  // Returns when the process exits or `limit` passes, whichever is first. Once the exit has
+  // been seen the pidfd stays readable, so later calls sleep for `limit` instead of spinning
+  // (the caller is then waiting for other members of the group).
+  void wait(std::chrono::steady_clock::duration limit) {
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(limit);
+    if (fd_ >= 0 && !exited_) {
+      pollfd p{fd_, POLLIN, 0};
+      const int r = ::poll(&p, 1, static_cast<int>(ms.count()));
+      if (r > 0) exited_ = true;
+      if (r >= 0) return;
+    }
+    std::this_thread::sleep_for(ms);
+  }
+
+ private:
+  int fd_;
+  bool exited_ = false;
+};
 
 class ProcessRunner final : public Runner {
  public:
@@ -229,7 +261,8 @@ class ProcessRunner final : public Runner {
     return info;
   }
 
-  Result<void> stop(const std::string& service_id, std::chrono::milliseconds grace) override {
+  Result<void> stop(const std::string& service_id, std::chrono::milliseconds grace,
+                    const StopSignalled& signalled) override {
     auto svc = find(service_id);
     if (!svc) return {};  // nothing of it runs under this runner
     {
@@ -237,6 +270,9 @@ class ProcessRunner final : public Runner {
       svc->stopping = true;
     }
     const int pgid = svc->rec.info.pgid;
+    // Wakes as soon as the leader exits (no polling delay on the common path); members of the
+    // group that outlive it are checked every kPollInterval.
+    PidFd leader(svc->rec.info.pid);
     auto group_gone = [&] {
       std::lock_guard slock(svc->mu);
       reap_locked(*svc);
@@ -245,8 +281,9 @@ class ProcessRunner final : public Runner {
     auto wait_gone = [&](std::chrono::milliseconds limit) {
       const auto deadline = std::chrono::steady_clock::now() + limit;
       while (!group_gone()) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::sleep_for(kPollInterval);
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) return false;
+        leader.wait(std::min<std::chrono::steady_clock::duration>(kPollInterval, deadline - now));
       }
       return true;
     };
@@ -254,6 +291,7 @@ class ProcessRunner final : public Runner {
     bool gone = group_gone();
     if (!gone) {
       signal_group(*svc, SIGTERM);
+      if (signalled) signalled();
       gone = wait_gone(grace);
     }
     if (!gone) {

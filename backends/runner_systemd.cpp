@@ -393,7 +393,8 @@ class SystemdRunner final : public Runner {
     return info;
   }
 
-  Result<void> stop(const std::string& service_id, std::chrono::milliseconds grace) override {
+  Result<void> stop(const std::string& service_id, std::chrono::milliseconds grace,
+                    const StopSignalled& signalled) override {
     auto svc = find(service_id);
     if (!svc) return {};
     const std::string& unit = svc->rec.info.unit;
@@ -406,6 +407,7 @@ class SystemdRunner final : public Runner {
       auto job = bus->job_call("StopUnit", unit, "replace");
       if (!job) return make_error("service '" + service_id + "': " + job.error());
       watch.job_path = job.value();
+      if (signalled) signalled();  // systemd sends SIGTERM as it runs the job, right away
       auto done = bus->wait_job(&watch, grace);
       if (!done) {
         spdlog::warn("service '{}': {} still stopping after {} ms, sending SIGKILL to its cgroup", service_id,

@@ -166,7 +166,9 @@ class AdoptingRunner final : public gpumod::backends::Runner {
   gpumod::Result<gpumod::backends::RunInfo> start(const gpumod::backends::LaunchSpec&) override {
     return gpumod::make_error("not used");
   }
-  gpumod::Result<void> stop(const std::string&, std::chrono::milliseconds) override { return {}; }
+  gpumod::Result<void> stop(const std::string&, std::chrono::milliseconds, const StopSignalled&) override {
+    return {};
+  }
   std::optional<gpumod::backends::ExitInfo> poll_exit(const std::string&) override { return std::nullopt; }
   bool running(const std::string&) override { return true; }
   std::vector<int> pids(const std::string&) override { return {}; }

@@ -44,6 +44,9 @@ constexpr Bytes kMiB = Bytes{1024} * 1024;
 constexpr double kEwmaAlpha = 0.3;
 constexpr int kQueueFullRetryAfter = 5;
 constexpr std::size_t kRecentOutcomes = 256;
+// Probe polling while something moves but no start waits for memory (loads, sleeps, stops):
+// only metrics and crash detection depend on it, so it need not be as fast as a release wait.
+constexpr auto kBusyPollInterval = std::chrono::milliseconds(50);
 
 // What a service is doing beyond its public state.
 enum class Phase {
@@ -171,6 +174,19 @@ struct SchedulerCore::Impl {
   std::vector<backends::ProcessMemory> processes;
   std::map<int, std::string> pid_owner;
   std::optional<TimePoint> sample_taken;
+  // When memory on a GPU last changed because of gpumod (a load finished, a sleep or stop freed
+  // memory, a process exited). A sample taken before that is stale for this GPU: planning on
+  // it would see memory as still held (evicting more than needed) or a finished load's memory
+  // as still free. Planning and launching wait for a sample taken after it.
+  std::map<int, TimePoint> gpu_changed;
+  // Start/wake commands that arrived while a GPU's sample was stale; replayed on the next one.
+  struct DeferredAdmit {
+    std::optional<std::uint64_t> token;  // empty: an internal restart (no one to answer)
+    std::string service;
+    ServiceAction action = ServiceAction::start;
+    TimePoint since{};
+  };
+  std::vector<DeferredAdmit> deferred_admits;
   std::set<int> registered_gpus;
   bool probe_up = true;
   std::string probe_error;
@@ -269,6 +285,21 @@ struct SchedulerCore::Impl {
   bool gpu_allowed(int index) const {
     const auto& allowed = cfg->daemon.gpus;
     return allowed.empty() || std::find(allowed.begin(), allowed.end(), index) != allowed.end();
+  }
+
+  void mark_gpu_changed(int gpu, TimePoint now) {
+    if (gpu >= 0) gpu_changed[gpu] = now;
+  }
+  bool sample_fresh(int gpu) const {
+    const auto it = gpu_changed.find(gpu);
+    return it == gpu_changed.end() || (sample_taken && *sample_taken >= it->second);
+  }
+  // Every GPU the planner may use has a sample taken after gpumod's last change there.
+  bool views_fresh() const {
+    for (const auto& [index, g] : gpus) {
+      if (gpu_allowed(index) && !sample_fresh(index)) return false;
+    }
+    return true;
   }
 
   std::vector<policy::GpuView> gpu_views() const {
@@ -543,6 +574,10 @@ struct SchedulerCore::Impl {
 
   void pump(TimePoint now) {
     if (gpus.empty() || queue.empty()) return;
+    if (!views_fresh()) {  // on_probe_sample pumps again
+      poll_now = true;
+      return;
+    }
     std::vector<std::string> ids;
     auto sv = service_views(now, &ids);
     auto gv = gpu_views();
@@ -720,6 +755,7 @@ struct SchedulerCore::Impl {
   // A launched bring-up failed: the service is failed and its process group is stopped.
   void fail_bringup(const std::string& id, Svc& s, const std::string& msg, TimePoint now) {
     spdlog::warn("{}", msg);
+    mark_gpu_changed(s.gpu, now);
     s.last_error = msg;
     if (s.state == SvcState::starting && metrics != nullptr) metrics->inc_service_start_failure(id);
     fail_waiters(s, 503, msg, now, 0);
@@ -750,7 +786,12 @@ struct SchedulerCore::Impl {
         poll_now = true;
       }
       const auto g = gpus.find(s.gpu);
-      const bool fresh = sample_taken && *sample_taken >= *s.vram_wait_since;
+      // After evictions the sample must postdate the wait's start (the memory was freed, or
+      // began to be, then); without them, one taken after gpumod's last change on this GPU
+      // will do, so a start on an idle GPU does not wait for a poll.
+      const bool fresh =
+          s.had_evictions ? sample_taken && *sample_taken >= *s.vram_wait_since : sample_fresh(s.gpu);
+      if (!fresh) poll_now = true;
       if (fresh && g != gpus.end() && g->second.free_bytes >= s.wait_bytes) {
         if (s.had_evictions && metrics != nullptr) {
           metrics->observe_vram_release_wait(s.gpu, secs(now - *s.vram_wait_since));
@@ -770,6 +811,7 @@ struct SchedulerCore::Impl {
     if (s.wake_path) {
       s.phase = Phase::waking_op;
       out.effects.push_back(effect(Effect::Kind::wake, id, s));
+      spdlog::info("waking {} on GPU {}", id, s.gpu);
       return;
     }
     s.phase = Phase::launching;
@@ -925,6 +967,7 @@ struct SchedulerCore::Impl {
     }
     s.wake_path = false;
     set_state(id, s, SvcState::ready, now);
+    mark_gpu_changed(s.gpu, now);
     spdlog::info("{} is ready on GPU {} after {:.2f} s", id, s.gpu, took);
     s.last_used = now.time_since_epoch().count();
     auto waiters = std::move(s.waiters);
@@ -937,6 +980,7 @@ struct SchedulerCore::Impl {
 
   void on_slept(const std::string& id, Svc& s, const OpDone& d, TimePoint now) {
     s.phase = Phase::idle;
+    mark_gpu_changed(s.gpu, now);
     if (!d.ok) {
       // Memory not freed: stop it instead so whoever waits for it gets the memory.
       s.last_error = id + " failed to sleep (" + d.message + "); stopping it instead";
@@ -959,6 +1003,7 @@ struct SchedulerCore::Impl {
 
   void on_stopped(const std::string& id, Svc& s, const OpDone& d, TimePoint now) {
     s.phase = Phase::idle;
+    mark_gpu_changed(s.gpu, now);
     s.gpu = -1;
     s.measured.reset();
     s.wake_path = false;
@@ -983,11 +1028,12 @@ struct SchedulerCore::Impl {
     }
     if (s.start_after_stop) {
       s.start_after_stop = false;
-      admit_service(id, s, s.preset->priority, now);
+      admit_or_defer(std::nullopt, id, ServiceAction::start, now);
     }
   }
 
   void on_verified(const std::string& id, Svc& s, const OpDone& d, TimePoint now) {
+    mark_gpu_changed(s.gpu, now);
     if (d.ok && d.health == backends::Health::ready) {
       s.phase = Phase::idle;
       set_state(id, s, d.sleeping ? SvcState::sleeping : SvcState::ready, now);
@@ -1067,6 +1113,11 @@ struct SchedulerCore::Impl {
                                            const std::set<std::string>* keep = nullptr,
                                            bool* waiting = nullptr) {
     if (gpus.empty()) return id + ": no GPU has been sampled yet";
+    if (!views_fresh()) {  // mode switches retry on the next sample
+      poll_now = true;
+      if (waiting != nullptr) *waiting = true;
+      return id + " waits for a GPU sample taken after the last release";
+    }
     std::vector<std::string> ids;
     auto sv = service_views(now, &ids);
     const auto idx = static_cast<std::size_t>(std::find(ids.begin(), ids.end(), id) - ids.begin());
@@ -1095,6 +1146,77 @@ struct SchedulerCore::Impl {
     execute(id, plan, ids, now);
     absorb_queued(id, s, now);
     return std::nullopt;
+  }
+
+  // A start/wake that finds a GPU's sample stale waits for the next one (see gpu_changed).
+  bool defer_until_fresh(std::optional<std::uint64_t> token, const std::string& id, ServiceAction action,
+                         TimePoint now) {
+    if (views_fresh()) return false;
+    deferred_admits.push_back(DeferredAdmit{token, id, action, now});
+    poll_now = true;
+    return true;
+  }
+
+  // Without samples (the probe is failing) deferred commands fail like a release wait would.
+  void expire_deferred(TimePoint now) {
+    auto expired = [&](const DeferredAdmit& d) { return now - d.since >= policy().vram_release_timeout; };
+    for (const auto& d : deferred_admits) {
+      if (!expired(d)) continue;
+      const std::string msg = d.service + " was not started: no GPU sample arrived within " +
+                              fmt_secs(policy().vram_release_timeout) +
+                              (probe_up ? std::string() : " (the GPU probe is failing: " + probe_error + ")");
+      spdlog::warn("{}", msg);
+      if (d.token) out.actions.push_back({*d.token, ActionResult{false, 503, msg}});
+    }
+    deferred_admits.erase(std::remove_if(deferred_admits.begin(), deferred_admits.end(), expired),
+                          deferred_admits.end());
+  }
+
+  void admit_or_defer(std::optional<std::uint64_t> token, const std::string& id, ServiceAction action,
+                      TimePoint now) {
+    if (defer_until_fresh(token, id, action, now)) return;
+    auto it = svcs.find(id);
+    if (it == svcs.end()) return;
+    if (auto err = admit_service(id, it->second, it->second.preset->priority, now)) {
+      spdlog::warn("{}", *err);
+      it->second.last_error = *err;
+      out.changed = true;
+    }
+  }
+
+  void replay_deferred(TimePoint now) {
+    if (deferred_admits.empty() || !views_fresh()) return;
+    auto pending = std::move(deferred_admits);
+    deferred_admits.clear();
+    for (auto& d : pending) {
+      if (d.token) {
+        service_action(*d.token, d.service, d.action, now);
+      } else {
+        admit_or_defer(std::nullopt, d.service, d.action, now);
+      }
+    }
+  }
+
+  void on_stop_signalled(std::uint64_t op, TimePoint now) {
+    const auto owner = op_owner.find(op);
+    if (owner == op_owner.end()) return;
+    const std::string id = owner->second;
+    Svc& s = svcs.at(id);
+    if (s.op != op || s.phase != Phase::stopping_op) return;
+    mark_gpu_changed(s.gpu, now);
+    for (auto& [tid, t] : svcs) {
+      // A service on the same port cannot bind until this one is gone.
+      if (t.awaiting.count(id) != 0 && t.preset->port != s.preset->port) t.awaiting.erase(id);
+    }
+    advance(now);
+  }
+
+  // The shell answered a request for the ready service `id` from its snapshot.
+  void note_served(const std::string& id, std::optional<std::chrono::seconds> keep_alive, TimePoint now) {
+    auto it = svcs.find(id);
+    if (it == svcs.end() || it->second.state != SvcState::ready) return;
+    touch(it->second, keep_alive, now);
+    if (metrics != nullptr) metrics->observe_admission_wait(0.0);
   }
 
   // ---------- polling ----------
@@ -1129,6 +1251,7 @@ struct SchedulerCore::Impl {
     if (!probe_up && metrics != nullptr) metrics->set_probe_up(true);
     probe_up = true;
     out.changed = true;
+    replay_deferred(now);
     advance(now);
     pump(now);
   }
@@ -1169,6 +1292,7 @@ struct SchedulerCore::Impl {
     Svc& s = it->second;
     if (s.phase == Phase::stopping_op || s.state == SvcState::stopped) return;
     const std::string msg = id + " exited unexpectedly" + (exit.message.empty() ? "" : ": " + exit.message);
+    if (s.phase != Phase::vram_wait) mark_gpu_changed(s.gpu, now);
     if (s.state == SvcState::starting || s.state == SvcState::waking) {
       if (s.phase == Phase::vram_wait) return;  // not launched yet: not ours
       fail_bringup(id, s, msg, now);
@@ -1183,11 +1307,20 @@ struct SchedulerCore::Impl {
     }
   }
 
+  // A start or wake is waiting for the probe to show memory free (or a mode switch for its
+  // bring-up): sample at the fast vram_poll_interval.
+  bool waiting_for_memory() const {
+    for (const auto& [id, s] : svcs) {
+      if (s.phase == Phase::vram_wait && s.awaiting.empty()) return true;
+    }
+    return mode_job && mode_job->bringing_up;
+  }
+
   bool moving() const {
     for (const auto& [id, s] : svcs) {
       if (s.phase != Phase::idle) return true;
     }
-    return mode_job.has_value();
+    return mode_job.has_value() || !deferred_admits.empty();
   }
 
   void tick(TimePoint now) {
@@ -1225,6 +1358,7 @@ struct SchedulerCore::Impl {
       }
       poll_health(id, s, now);
     }
+    expire_deferred(now);
     // Probe and exit polling: fast while something moves, slow otherwise.
     if (poll_op == 0 && (poll_now || now >= next_poll)) emit_poll(now);
     update_queue_metrics(now);
@@ -1242,7 +1376,9 @@ struct SchedulerCore::Impl {
     poll_op = e.op;
     poll_emitted = now;
     poll_now = false;
-    next_poll = now + (moving() ? policy().vram_poll_interval : policy().idle_poll_interval);
+    next_poll = now + (waiting_for_memory() ? policy().vram_poll_interval
+                       : moving() ? std::max<Clock::Duration>(policy().vram_poll_interval, kBusyPollInterval)
+                                  : policy().idle_poll_interval);
     out.effects.push_back(std::move(e));
   }
 
@@ -1296,6 +1432,7 @@ struct SchedulerCore::Impl {
         }
         if (s.phase != Phase::idle)
           return reply(false, 409, id + " is busy (" + policy::to_string(s.state) + ")");
+        if (defer_until_fresh(token, id, action, now)) return;
         if (auto err = admit_service(id, s, s.preset->priority, now)) {
           return reply(false, err->find("never fits") != std::string::npos ? 422 : 409, *err);
         }
@@ -1312,6 +1449,7 @@ struct SchedulerCore::Impl {
           }
           return reply(false, 409, id + " is " + policy::to_string(s.state) + ", not sleeping");
         }
+        if (defer_until_fresh(token, id, action, now)) return;
         if (auto err = admit_service(id, s, s.preset->priority, now)) return reply(false, 409, *err);
         s.tokens_ready.push_back(token);
         return;
@@ -1764,6 +1902,13 @@ void SchedulerCore::tick(TimePoint now) {
 }
 void SchedulerCore::submit(RequestSpec spec, TimePoint now) {
   impl_->submit(std::move(spec), now);
+}
+void SchedulerCore::note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive,
+                                TimePoint now) {
+  impl_->note_served(service, keep_alive, now);
+}
+void SchedulerCore::on_stop_signalled(std::uint64_t op, TimePoint now) {
+  impl_->on_stop_signalled(op, now);
 }
 Result<void> SchedulerCore::cancel(const std::string& request_id, TimePoint now) {
   return impl_->cancel(request_id, now);

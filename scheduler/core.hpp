@@ -114,12 +114,19 @@ class SchedulerCore {
   void on_probe_error(const std::string& message, TimePoint now);
   void on_poll_done(PollDone done, TimePoint now);
   void on_op_done(const OpDone& done, TimePoint now);
+  // A stop effect's SIGTERM went out (Runner::StopSignalled). Bring-ups waiting for that
+  // service's memory start watching the GPU now instead of after the process is gone; ones
+  // that need its port still wait for the stop to finish.
+  void on_stop_signalled(std::uint64_t op, TimePoint now);
   void on_process_exit(const std::string& service, const backends::ExitInfo& exit, TimePoint now);
   void tick(TimePoint now);
 
   // A ready model answers at once (in the output); otherwise the request joins a load under
   // way or waits in the queue.
   void submit(RequestSpec spec, TimePoint now);
+  // A request for a ready model that the shell answered from the published snapshot without
+  // a round trip (Scheduler::submit): record its use (LRU, keep-alive, admission wait 0).
+  void note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive, TimePoint now);
   Result<void> cancel(const std::string& request_id, TimePoint now);
   void release_lease(LeaseId lease, TimePoint now);
   void service_action(std::uint64_t token, const std::string& service, ServiceAction action, TimePoint now);

@@ -26,7 +26,7 @@ backends::Driver* EffectRunner::driver(const Effect& e) {
   return slot.second.get();
 }
 
-OpDone EffectRunner::run(const Effect& e) {
+OpDone EffectRunner::run(const Effect& e, const backends::Runner::StopSignalled& stop_signalled) {
   OpDone d;
   d.op = e.op;
   auto fail = [&](std::string msg) {
@@ -81,7 +81,7 @@ OpDone EffectRunner::run(const Effect& e) {
         backends::Runner* r = runner(p);
         if (r == nullptr)
           return fail(std::string("no ") + config::to_string(p.runner) + " runner is available");
-        if (auto s = r->stop(e.service, e.timeout); !s) return fail(s.error());
+        if (auto s = r->stop(e.service, e.timeout, stop_signalled); !s) return fail(s.error());
         return d;
       }
       case Effect::Kind::poll:

@@ -20,8 +20,9 @@ class EffectRunner {
  public:
   EffectRunner(const Deps& deps, std::filesystem::path state_dir);
 
-  // start, check_health, activate, sleep, wake, stop, verify.
-  OpDone run(const Effect& e);
+  // start, check_health, activate, sleep, wake, stop, verify. For a stop, `stop_signalled`
+  // (may be empty) is called once the runner has sent SIGTERM (Runner::StopSignalled).
+  OpDone run(const Effect& e, const backends::Runner::StopSignalled& stop_signalled = {});
   // poll: probe sample, exits and pids of the listed services.
   PollDone poll(const Effect& e);
   // persist: write the state file atomically (temp file + rename).

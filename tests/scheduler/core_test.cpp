@@ -280,6 +280,93 @@ TEST(Core, SleepCapableServiceIsSleptNotStoppedAndWokenLater) {
   EXPECT_EQ(rig.world.starts("coder"), 1);  // woken, not restarted
 }
 
+// A plan made on a probe sample from before a sleep finished would see the sleeper's memory
+// as still held and evict a service that did not need to go.
+TEST(Core, PlanAfterASleepWaitsForAFreshSampleAndEvictsNothingNeedlessly) {
+  Rig rig(make_config({sleepy(preset("coder", 14000, 7070), 1000), preset("embed", 4000, 8200),
+                       preset("rerank", 7000, 8300)}),
+          {kCard});
+  rig.submit("r0", "coder");
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r0"); }));
+  rig.submit("r1", "embed");
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
+  rig.run_for(1s);  // the last sample shows 18000 MiB in use, 6000 free
+
+  const auto t = rig.action("coder", ServiceAction::sleep);
+  ASSERT_EQ(rig.actions.count(t), 1u);
+  ASSERT_EQ(rig.state("coder"), SvcState::sleeping);
+  // No poll since the sleep. On the last sample rerank (7000) would need coder stopped or embed
+  // evicted; in truth 19000 MiB are free.
+  rig.submit("r2", "rerank");
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
+  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.state("coder"), SvcState::sleeping);
+  EXPECT_EQ(rig.state("embed"), SvcState::ready);
+  EXPECT_EQ(rig.world.stops("coder"), 0);
+  EXPECT_EQ(rig.world.stops("embed"), 0);
+}
+
+// The release wait starts when SIGTERM goes out: a server frees its memory well before its
+// process is gone, and the next start need not wait for the exit (docs/gpu-release.md).
+TEST(Core, StopSignalStartsTheReleaseWaitBeforeTheProcessHasExited) {
+  Rig rig(make_config({preset("coder", 15000, 7070), preset("nemo", 15000, 7071)}), {20000 * kMiB});
+  rig.submit("r1", "coder");
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
+  rig.hold_ops = true;
+  rig.submit("r2", "nemo");
+  ASSERT_EQ(rig.held.size(), 1u);
+  const Effect stop = rig.held.front();
+  ASSERT_EQ(stop.kind, Effect::Kind::stop);
+  rig.held.clear();
+  rig.clock.advance(5ms);
+  rig.core->tick(rig.now());
+  rig.settle();
+  EXPECT_TRUE(rig.held.empty());  // nothing happens before the signal
+
+  ASSERT_TRUE(rig.world.stop("coder").ok());  // SIGTERM: the server frees its memory...
+  rig.core->on_stop_signalled(stop.op, rig.now());
+  rig.settle();
+  rig.clock.advance(1ms);
+  rig.core->tick(rig.now());  // ...the next sample shows it free
+  rig.settle();
+  ASSERT_EQ(rig.held.size(), 1u);
+  EXPECT_EQ(rig.held.front().kind, Effect::Kind::start);
+  EXPECT_EQ(rig.held.front().service, "nemo");
+  EXPECT_EQ(rig.state("coder"), SvcState::stopping);  // ...while its process is still exiting
+
+  rig.hold_ops = false;
+  auto ops = std::move(rig.held);
+  rig.held.clear();
+  for (const auto& e : ops) rig.core->on_op_done(rig.exec->run(e), rig.now());
+  rig.core->on_op_done(rig.exec->run(stop), rig.now());
+  rig.settle();
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
+  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.state("coder"), SvcState::stopped);
+  EXPECT_GE(rig.world.free_at_start("nemo"), 15000 * kMiB);
+}
+
+TEST(Core, StopSignalDoesNotStartAServiceThatNeedsTheSamePort) {
+  Rig rig(make_config({preset("coder", 15000, 7070), preset("nemo", 15000, 7070)}), {20000 * kMiB});
+  rig.submit("r1", "coder");
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
+  rig.hold_ops = true;
+  rig.submit("r2", "nemo");
+  ASSERT_EQ(rig.held.size(), 1u);
+  const Effect stop = rig.held.front();
+  rig.held.clear();
+  ASSERT_TRUE(rig.world.stop("coder").ok());
+  rig.core->on_stop_signalled(stop.op, rig.now());
+  rig.settle();
+  rig.run_for(200ms, 10ms);
+  EXPECT_TRUE(rig.held.empty());  // the port is still taken until the stop completes
+  rig.hold_ops = false;
+  rig.core->on_op_done(rig.exec->run(stop), rig.now());
+  rig.settle();
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
+  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+}
+
 TEST(Core, EwmaEstimatesFollowMeasuredStartAndWakeTimes) {
   Rig rig(make_config({sleepy(preset("coder", 10000, 7070), 500)}), {kCard});
   Behavior b = rig.world.behavior("coder");

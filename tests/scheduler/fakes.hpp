@@ -253,7 +253,11 @@ class FakeRunner final : public backends::Runner {
   explicit FakeRunner(FakeWorld& w) : w_(w) {}
   const char* kind() const override { return "fake"; }
   Result<backends::RunInfo> start(const backends::LaunchSpec& spec) override { return w_.start(spec); }
-  Result<void> stop(const std::string& id, std::chrono::milliseconds) override { return w_.stop(id); }
+  Result<void> stop(const std::string& id, std::chrono::milliseconds,
+                    const StopSignalled& signalled) override {
+    if (signalled && running(id)) signalled();
+    return w_.stop(id);
+  }
   std::optional<backends::ExitInfo> poll_exit(const std::string& id) override { return w_.poll_exit(id); }
   bool running(const std::string& id) override { return w_.running(id); }
   std::vector<int> pids(const std::string& id) override { return w_.pids(id); }

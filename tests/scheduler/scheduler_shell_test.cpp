@@ -108,9 +108,18 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   EXPECT_EQ(t2.outcome.get().http_status, 200);
   EXPECT_EQ(t1.outcome.get().endpoint, "http://127.0.0.1:7070");
   EXPECT_EQ(sh.world.starts("coder"), 1);  // one load for both
-  auto t3 = sched->submit(req("coder"));   // ready: skips the queue
-  ASSERT_TRUE(ready_in_time(t3.outcome));
+  // Ready: skips the queue, answered from the published snapshot before submit returns
+  // (t1's promise is fulfilled only after the snapshot showing coder ready was published).
+  auto t3 = sched->submit(req("coder"));
+  ASSERT_EQ(t3.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   EXPECT_EQ(t3.outcome.get().http_status, 200);
+  EXPECT_EQ(t3.outcome.get().endpoint, "http://127.0.0.1:7070");
+  EXPECT_EQ(t3.outcome.get().request_id, t3.request_id);
+  // A lease is counted by the scheduler thread before it is handed out.
+  auto leased = sched->submit(req("coder", /*lease=*/true));
+  ASSERT_TRUE(ready_in_time(leased.outcome));
+  ASSERT_TRUE(leased.outcome.get().lease.has_value());
+  sched->release_lease(*leased.outcome.get().lease);
   auto snap = sched->snapshot();
   EXPECT_GT(snap->version, v0);
   ASSERT_EQ(snap->gpus.size(), 1u);
