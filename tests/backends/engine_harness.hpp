@@ -1,11 +1,10 @@
-// Test helpers for the drivers/probe/engine tests: a temp dir, a free port, and the built
-// gpumod-test-engine run as a real child process (fork/exec, killed at scope exit).
+// Test helpers for the drivers/probe/engine tests: the built gpumod-test-engine run as a real
+// child process (fork/exec, killed at scope exit) and the charge it keeps. Temp dirs, free
+// ports and eventually() come from tests/support.
 #pragma once
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,56 +19,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/eventually.hpp"
+#include "tests/support/net.hpp"
+#include "tests/support/temp_dir.hpp"
+
 namespace gpumod::testing {
 
 inline const char* const kEnginePath = GPUMOD_BINARY_DIR "/tools/test-engine/gpumod-test-engine";
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "gpumod-drivers-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-// A port nothing listens on right now (the kernel's pick for an ephemeral bind).
-inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot find a free port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Polls `pred` every 10 ms until it holds or `deadline` passes (generous: CI may be slow).
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds deadline = std::chrono::seconds(20)) {
-  const auto end = std::chrono::steady_clock::now() + deadline;
-  while (true) {
-    if (pred()) return true;
-    if (std::chrono::steady_clock::now() >= end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-}
 
 // The charge the engine with `pid` reports in the sim dir, if any.
 inline std::optional<std::int64_t> read_charge(const std::filesystem::path& sim_dir, int pid) {

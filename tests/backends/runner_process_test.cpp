@@ -19,6 +19,7 @@
 
 #include "backends/run_state.hpp"
 #include "backends/runner.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/temp_dir.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration)
@@ -28,17 +29,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using gpumod::testing::eventually;
 using gpumod::testing::TempDir;
-
-// Poll a condition with a generous deadline (slow CI), returning as soon as it holds.
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p);

@@ -14,6 +14,7 @@
 
 #include "backends/command.hpp"
 #include "backends/runner.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/systemd_user_manager.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -22,18 +23,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using gpumod::testing::eventually;
 using gpumod::testing::SystemdUserManager;
 using gpumod::testing::TempDir;
 using ::testing::HasSubstr;
-
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p);

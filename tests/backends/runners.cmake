@@ -13,7 +13,6 @@ gpumod_add_test(runner_tests
 gpumod_add_test(systemd_runner_tests
   SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/runner_systemd_test.cpp
-    ${CMAKE_SOURCE_DIR}/tests/support/systemd_user_manager.cpp
-  LIBS gpumod_backends
+  LIBS gpumod_backends gpumod_test_support
   LABELS backends
   TIMEOUT 120)

@@ -15,19 +15,20 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/eventually.hpp"
+#include "tests/support/net.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace gpumod::e2e {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using gpumod::testing::eventually;
+using gpumod::testing::free_port;
 using gpumod::testing::TempDir;
 
 inline const char* kGpumodBin = GPUMOD_BINARY_DIR "/app/gpumod";
 inline const char* kEngineBin = GPUMOD_BINARY_DIR "/tools/test-engine/gpumod-test-engine";
-
-// A TCP port on 127.0.0.1 that was free a moment ago.
-int free_port();
 
 void write_file(const fs::path& path, const std::string& text);
 
@@ -104,17 +105,6 @@ class Daemon {
   pid_t pid_ = -1;
   bool healthy_ = false;
 };
-
-// Polls fn every 20 ms until it returns true or `limit` passes.
-template <typename Fn>
-bool eventually(Fn fn, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (fn()) return true;
-    ::usleep(20000);
-  }
-  return fn();
-}
 
 // The pids of live processes whose environment holds GPUMOD_SIM_DIR=<sim_dir>: every service a
 // daemon with that state dir started. Used to prove nothing is left behind.

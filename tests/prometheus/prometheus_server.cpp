@@ -14,6 +14,8 @@
 #include <sstream>
 
 #include "tests/e2e/daemon_fixture.hpp"
+#include "tests/support/eventually.hpp"
+#include "tests/support/net.hpp"
 
 namespace gpumod::prom {
 
@@ -47,7 +49,7 @@ std::string scrape_config(const std::string& target, const std::vector<fs::path>
 
 PrometheusServer::PrometheusServer(const fs::path& binary, const fs::path& work_dir,
                                    const std::string& target, const std::vector<fs::path>& rule_files)
-    : log_path_(work_dir / "prometheus.log"), port_(e2e::free_port()) {
+    : log_path_(work_dir / "prometheus.log"), port_(testing::free_port()) {
   fs::create_directories(work_dir / "data");
   e2e::write_file(work_dir / "prometheus.yml", scrape_config(target, rule_files));
   std::vector<std::string> args = {binary.string(),
@@ -72,7 +74,7 @@ PrometheusServer::PrometheusServer(const fs::path& binary, const fs::path& work_
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  ready_ = e2e::eventually(
+  ready_ = testing::eventually(
                [&] {
                  int status = 0;
                  if (::waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -98,8 +100,8 @@ int PrometheusServer::stop() {
   if (pid_ <= 0) return -1;
   ::kill(pid_, SIGTERM);
   int status = 0;
-  const bool done =
-      e2e::eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, std::chrono::seconds(20));
+  const bool done = testing::eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; },
+                                        std::chrono::seconds(20));
   if (!done) {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, &status, 0);

@@ -21,16 +21,19 @@
 #include "tests/e2e/e2e_helpers.hpp"
 #include "tests/grafana/dashboard_queries.hpp"
 #include "tests/prometheus/prometheus_server.hpp"
+#include "tests/support/eventually.hpp"
+#include "tests/support/net.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace gpumod::prom {
 namespace {
 
 using e2e::Daemon;
 using e2e::EnginePreset;
-using e2e::eventually;
-using e2e::free_port;
 using e2e::GeneratedConfig;
-using e2e::TempDir;
+using gpumod::testing::eventually;
+using gpumod::testing::free_port;
+using gpumod::testing::TempDir;
 using grafana_check::Query;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
