@@ -176,6 +176,33 @@ TEST_F(ProcessRunnerTest, SigtermIgnoredLeadsToSigkillAfterGrace) {
   EXPECT_FALSE(runner->running("stubborn"));
 }
 
+// The scheduler starts watching GPU memory when SIGTERM goes out, not when the process is
+// gone: the callback must come while a slow-exiting service is still running, exactly once.
+TEST_F(ProcessRunnerTest, StopSignalledCallbackComesAfterSigtermBeforeTheExit) {
+  auto runner = make_process_runner(dir.path());
+  auto spec =
+      sh("slowexit", "trap 'echo term; sleep 0.3; exit 0' TERM; echo ready; while :; do sleep 0.05; done");
+  RunInfo info = start_ok(*runner, spec);
+  ASSERT_TRUE(eventually([&] { return read_file(spec.log_path).find("ready") != std::string::npos; }));
+  int calls = 0;
+  bool leader_alive_at_signal = false;
+  ASSERT_TRUE(runner
+                  ->stop("slowexit", 5s,
+                         [&] {
+                           ++calls;
+                           leader_alive_at_signal = alive_not_zombie(info.pid);
+                         })
+                  .ok());
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(leader_alive_at_signal) << "the callback came only after the process was gone";
+  EXPECT_NE(read_file(spec.log_path).find("term"), std::string::npos);  // it did get SIGTERM
+  EXPECT_TRUE(live_members(info.pgid).empty());
+
+  // Nothing running: no signal, no callback.
+  EXPECT_TRUE(runner->stop("slowexit", 5s, [&] { ++calls; }).ok());
+  EXPECT_EQ(calls, 1);
+}
+
 TEST_F(ProcessRunnerTest, CrashIsReportedOnceWithStatusAndLogTail) {
   auto runner = make_process_runner(dir.path());
   auto spec =
