@@ -1,5 +1,6 @@
 // Internal to api/: what the control handlers (server.cpp) and the /v1 proxy (proxy.cpp)
-// share: the Control, the options, the shutdown flag and small response helpers.
+// share: the Control, the options, the shutdown flag, the upstream connection pool and small
+// response helpers over the transport's types (api/http_message.hpp).
 #pragma once
 
 #include <httplib.h>
@@ -7,22 +8,57 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
-#include <thread>
+#include <vector>
 
 #include "api/control.hpp"
+#include "api/http_message.hpp"
+#include "api/http_server.hpp"
 #include "api/server.hpp"
 
 namespace gpumod::api {
+
+using http::HttpRequest;
+using http::HttpResponse;
+
+// Keep-alive httplib::Clients to the services' endpoints, so a proxied call does not pay for a
+// new TCP connection (about 0.08 ms on loopback, bench/README.md "HTTP"). A Client is used by
+// one call at a time: acquire() hands one out (a new one when none is idle), release() puts
+// it back unless `reusable` is false (the call failed, or the service closes connections).
+class UpstreamPool {
+ public:
+  static constexpr std::size_t kMaxIdlePerEndpoint = 16;
+
+  struct Lease {
+    std::unique_ptr<httplib::Client> client;
+    bool reused = false;  // it has served a call before (its connection may have gone stale)
+  };
+
+  UpstreamPool(std::chrono::milliseconds connect_timeout, std::chrono::milliseconds read_timeout)
+      : connect_timeout_(connect_timeout), read_timeout_(read_timeout) {}
+
+  Lease acquire(const std::string& endpoint, bool fresh = false);
+  void release(const std::string& endpoint, std::unique_ptr<httplib::Client> client);
+  // Drops every idle connection (stop, tests).
+  void clear();
+
+ private:
+  std::chrono::milliseconds connect_timeout_;
+  std::chrono::milliseconds read_timeout_;
+  std::mutex mutex_;
+  std::map<std::string, std::vector<std::unique_ptr<httplib::Client>>> idle_;
+};
 
 struct Context {
   std::shared_ptr<Control> control;
   ServerOptions options;
   std::atomic<bool> stopping{false};
+  std::unique_ptr<UpstreamPool> upstreams;
 
   // Upstream calls in flight, so stop() can abort them instead of waiting out a long
   // generation.
@@ -55,16 +91,14 @@ class ActiveClient {
 
 inline constexpr const char* kRequestIdHeader = "X-Request-Id";
 
-// The request id chosen for this exchange (set on the response by the pre-routing handler).
-inline std::string request_id_of(const httplib::Response& res) {
-  return res.get_header_value(kRequestIdHeader);
+// The request id chosen for this exchange (set on the response by the before-routing hook).
+inline std::string request_id_of(const HttpResponse& res) {
+  return res.header(kRequestIdHeader);
 }
 
-void send_json(httplib::Response& res, int status, const nlohmann::json& body);
+void send_json(HttpResponse& res, int status, const nlohmann::json& body);
 // The one error shape; adds Retry-After for 503 (retry_after_s, at least 1).
-void send_error(httplib::Response& res, int status, const std::string& message, int retry_after_s = 0);
-// POST bodies sent chunked are not covered by httplib's payload limit: check them here.
-bool reject_oversized_body(const Context& ctx, const httplib::Request& req, httplib::Response& res);
+void send_error(HttpResponse& res, int status, const std::string& message, int retry_after_s = 0);
 
 enum class WaitResult { ready, deadline, stopping };
 // Waits for a future until `budget` passes or the server stops (never forever).
@@ -85,6 +119,6 @@ WaitResult wait_with_deadline(const Context& ctx, const Future& future, std::chr
 std::chrono::milliseconds request_budget(const Context& ctx,
                                          std::optional<std::chrono::milliseconds> timeout);
 
-void register_proxy_routes(httplib::Server& server, Context& ctx);
+void register_proxy_routes(http::HttpServer& server, Context& ctx);
 
 }  // namespace gpumod::api

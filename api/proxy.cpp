@@ -2,6 +2,18 @@
 // through the admission queue while holding a lease, forward the call to the service and pass
 // its answer back (SSE chunk by chunk when "stream": true). The lease is released when the
 // upstream call ends or the client goes away.
+//
+// Upstream connections come from a small keep-alive pool per endpoint (UpstreamPool in
+// http_context.hpp). What is safe about reusing them: httplib checks a pooled socket before
+// sending (a socket the service closed while idle reads as EOF and is replaced by a new
+// connection), which leaves only the race where the service closes it just as the request
+// goes out. Such a call is retried once, on a new connection, only when (a) the connection had
+// been used before, (b) the failure is a write error or a read error within the first second,
+// and (c) no byte of an answer reached gpumod (for streams: the upstream's status line had not
+// arrived, so nothing was passed to the client). A service that read the request and then died
+// without answering could in theory see it twice; a dead service refuses the retry's connection
+// anyway, so that costs at most one more 502. Read timeouts (504) and answers with any status
+// are never retried.
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
@@ -18,6 +30,37 @@ namespace gpumod::api {
 
 using nlohmann::json;
 using std::chrono::milliseconds;
+
+UpstreamPool::Lease UpstreamPool::acquire(const std::string& endpoint, bool fresh) {
+  if (!fresh) {
+    std::lock_guard lock(mutex_);
+    auto it = idle_.find(endpoint);
+    if (it != idle_.end() && !it->second.empty()) {
+      Lease lease{std::move(it->second.back()), true};
+      it->second.pop_back();
+      return lease;
+    }
+  }
+  auto client = std::make_unique<httplib::Client>(endpoint);
+  client->set_connection_timeout(connect_timeout_);
+  client->set_read_timeout(read_timeout_);
+  client->set_write_timeout(read_timeout_);
+  client->set_keep_alive(true);
+  client->set_tcp_nodelay(true);  // no Nagle delay on the small request bodies
+  return Lease{std::move(client), false};
+}
+
+void UpstreamPool::release(const std::string& endpoint, std::unique_ptr<httplib::Client> client) {
+  if (!client) return;
+  std::lock_guard lock(mutex_);
+  auto& idle = idle_[endpoint];
+  if (idle.size() < kMaxIdlePerEndpoint) idle.push_back(std::move(client));
+}
+
+void UpstreamPool::clear() {
+  std::lock_guard lock(mutex_);
+  idle_.clear();
+}
 
 namespace {
 
@@ -47,16 +90,6 @@ struct Upstream {
   httplib::Headers headers;
 };
 
-std::unique_ptr<httplib::Client> make_client(const Context& ctx, const std::string& endpoint) {
-  auto client = std::make_unique<httplib::Client>(endpoint);
-  client->set_connection_timeout(ctx.options.upstream_connect_timeout);
-  client->set_read_timeout(ctx.options.upstream_read_timeout);
-  client->set_write_timeout(ctx.options.upstream_read_timeout);
-  client->set_keep_alive(false);
-  client->set_tcp_nodelay(true);  // no Nagle delay on the small request bodies
-  return client;
-}
-
 // An upstream failure as (status, message): 504 when it ran into the read timeout, else 502.
 std::pair<int, std::string> upstream_failure(const Context& ctx, const Upstream& up, httplib::Error error,
                                              std::chrono::steady_clock::duration elapsed) {
@@ -74,7 +107,15 @@ std::pair<int, std::string> upstream_failure(const Context& ctx, const Upstream&
                    httplib::to_string(error) + ")"};
 }
 
-// State shared by the upstream reader thread and the chunked content provider.
+// Whether a failed call on a pooled connection may be sent again on a new one (see the top of
+// this file).
+bool worth_a_retry(bool reused, httplib::Error error, std::chrono::steady_clock::duration elapsed) {
+  if (!reused) return false;
+  if (error == httplib::Error::Write) return true;
+  return error == httplib::Error::Read && elapsed < std::chrono::seconds(1);
+}
+
+// State shared by the upstream reader thread and the relay to the client.
 struct StreamPipe {
   std::mutex mutex;
   std::condition_variable cv;
@@ -91,7 +132,11 @@ struct StreamPipe {
 class StreamSession {
  public:
   StreamSession(Context& ctx, Upstream up, std::shared_ptr<LeaseGuard> lease)
-      : ctx_(ctx), up_(std::move(up)), lease_(std::move(lease)), client_(make_client(ctx, up_.endpoint)) {}
+      : ctx_(ctx), up_(std::move(up)), lease_(std::move(lease)) {
+    auto pooled = ctx_.upstreams->acquire(up_.endpoint);
+    client_ = std::move(pooled.client);
+    reused_ = pooled.reused;
+  }
   ~StreamSession() { finish(); }
   StreamSession(const StreamSession&) = delete;
   StreamSession& operator=(const StreamSession&) = delete;
@@ -127,8 +172,41 @@ class StreamSession {
     return upstream_failure(ctx_, up_, pipe_.error, pipe_.elapsed);
   }
 
-  // One call of httplib's chunked content provider: pass on what has arrived.
-  bool provide(httplib::DataSink& sink) {
+  // The streaming response's producer: passes chunks on as they arrive, then ends the call.
+  bool relay(http::StreamSink& sink) {
+    const bool complete = pump(sink);
+    finish();
+    ctx_.control->count_proxied_request(up_.service, up_.path, status());
+    return complete;
+  }
+
+  // Stops the upstream call if it still runs, joins the reader, releases the lease, and puts a
+  // cleanly finished connection back into the pool.
+  void finish() {
+    httplib::Client* running = nullptr;
+    {
+      std::lock_guard lock(pipe_.mutex);
+      if (!pipe_.finished) pipe_.cancelled = true;
+      running = client_.get();
+    }
+    if (thread_.joinable()) {
+      if (running != nullptr) running->stop();
+      thread_.join();
+    }
+    bool clean = false;
+    {
+      std::lock_guard lock(pipe_.mutex);
+      clean = pipe_.finished && !pipe_.cancelled && pipe_.error == httplib::Error::Success;
+    }
+    if (clean && client_) ctx_.upstreams->release(up_.endpoint, std::move(client_));
+    client_.reset();
+    lease_->release();
+  }
+
+  [[nodiscard]] const Upstream& upstream() const { return up_; }
+
+ private:
+  bool pump(http::StreamSink& sink) {
     std::unique_lock lock(pipe_.mutex);
     for (;;) {
       if (!pipe_.chunks.empty()) {
@@ -138,47 +216,32 @@ class StreamSession {
           pipe_.chunks.pop_front();
         }
         lock.unlock();
-        if (!sink.write(data.data(), data.size())) {
+        if (!sink.write(data)) {
           cancel("the client went away");
           return false;
         }
-        return true;
+        lock.lock();
+        continue;
       }
-      if (pipe_.finished) {
-        lock.unlock();
-        sink.done();
-        return true;
-      }
+      if (pipe_.finished) return pipe_.error == httplib::Error::Success;
       if (ctx_.stopping.load()) {
         lock.unlock();
         cancel("gpumod is shutting down");
         return false;
       }
       pipe_.cv.wait_for(lock, milliseconds(100));
-      if (pipe_.chunks.empty() && !pipe_.finished && !sink.is_writable()) {
+      if (pipe_.chunks.empty() && !pipe_.finished) {
         lock.unlock();
-        cancel("the client went away");
-        return false;
+        const bool gone = sink.cancelled();
+        if (gone) {
+          cancel("the client went away");
+          return false;
+        }
+        lock.lock();
       }
     }
   }
 
-  // Stops the upstream call if it still runs, joins the reader, releases the lease.
-  void finish() {
-    {
-      std::lock_guard lock(pipe_.mutex);
-      if (!pipe_.finished) pipe_.cancelled = true;
-    }
-    if (thread_.joinable()) {
-      client_->stop();
-      thread_.join();
-    }
-    lease_->release();
-  }
-
-  [[nodiscard]] const Upstream& upstream() const { return up_; }
-
- private:
   void cancel(const char* why) {
     spdlog::info("proxy: stream from '{}' ended early: {}", up_.service, why);
     std::lock_guard lock(pipe_.mutex);
@@ -186,37 +249,58 @@ class StreamSession {
   }
 
   void read_upstream() {
-    httplib::Request req;
-    req.method = "POST";
-    req.path = up_.path;
-    req.headers = up_.headers;
-    req.body = up_.body;
-    req.response_handler = [this](const httplib::Response& r) {
-      std::lock_guard lock(pipe_.mutex);
-      pipe_.status = r.status;
-      pipe_.content_type = r.get_header_value("Content-Type");
-      pipe_.headers_ready = true;
-      pipe_.cv.notify_all();
-      return !pipe_.cancelled;
-    };
-    req.content_receiver = [this](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
-      std::lock_guard lock(pipe_.mutex);
-      if (pipe_.cancelled) return false;
-      pipe_.chunks.emplace_back(data, n);
-      pipe_.cv.notify_all();
-      return true;
-    };
     const auto started = std::chrono::steady_clock::now();
-    auto result = [&] {
-      ActiveClient registered(ctx_, client_.get());
-      if (ctx_.stopping.load()) return httplib::Result(nullptr, httplib::Error::Canceled);
-      return client_->send(req);
-    }();
-    std::lock_guard lock(pipe_.mutex);
-    if (!result) {
-      pipe_.error = result.error();
-      pipe_.elapsed = std::chrono::steady_clock::now() - started;
+    httplib::Error error = httplib::Error::Success;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      httplib::Request req;
+      req.method = "POST";
+      req.path = up_.path;
+      req.headers = up_.headers;
+      req.body = up_.body;
+      req.response_handler = [this](const httplib::Response& r) {
+        std::lock_guard lock(pipe_.mutex);
+        pipe_.status = r.status;
+        pipe_.content_type = r.get_header_value("Content-Type");
+        pipe_.headers_ready = true;
+        pipe_.cv.notify_all();
+        return !pipe_.cancelled;
+      };
+      req.content_receiver = [this](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+        std::lock_guard lock(pipe_.mutex);
+        if (pipe_.cancelled) return false;
+        pipe_.chunks.emplace_back(data, n);
+        pipe_.cv.notify_all();
+        return true;
+      };
+      httplib::Client* client = nullptr;
+      {
+        std::lock_guard lock(pipe_.mutex);
+        client = client_.get();
+      }
+      auto result = [&] {
+        ActiveClient registered(ctx_, client);
+        if (ctx_.stopping.load()) return httplib::Result(nullptr, httplib::Error::Canceled);
+        return client->send(req);
+      }();
+      if (result) {
+        error = httplib::Error::Success;
+        break;
+      }
+      error = result.error();
+      std::lock_guard lock(pipe_.mutex);
+      if (attempt > 0 || pipe_.headers_ready || pipe_.cancelled ||
+          !worth_a_retry(reused_, error, std::chrono::steady_clock::now() - started)) {
+        break;
+      }
+      spdlog::debug("proxy: pooled connection to '{}' failed ({}); retrying on a new one", up_.service,
+                    httplib::to_string(error));
+      retired_ = std::move(client_);  // finish() may still be calling stop() on it
+      client_ = ctx_.upstreams->acquire(up_.endpoint, true).client;
+      reused_ = false;
     }
+    std::lock_guard lock(pipe_.mutex);
+    pipe_.error = error;
+    if (error != httplib::Error::Success) pipe_.elapsed = std::chrono::steady_clock::now() - started;
     pipe_.finished = true;
     pipe_.headers_ready = true;
     pipe_.cv.notify_all();
@@ -226,6 +310,8 @@ class StreamSession {
   Upstream up_;
   std::shared_ptr<LeaseGuard> lease_;
   std::unique_ptr<httplib::Client> client_;
+  std::unique_ptr<httplib::Client> retired_;
+  bool reused_ = false;
   StreamPipe pipe_;
   std::thread thread_;
 };
@@ -234,7 +320,7 @@ class Proxy {
  public:
   explicit Proxy(Context& ctx) : ctx_(ctx) {}
 
-  void models(httplib::Response& res) const {
+  void models(HttpResponse& res) const {
     auto cfg = ctx_.control->config();
     auto snap = ctx_.control->snapshot();
     json data = json::array();
@@ -264,8 +350,7 @@ class Proxy {
     send_json(res, 200, json{{"object", "list"}, {"data", data}});
   }
 
-  void forward(const httplib::Request& req, httplib::Response& res) {
-    if (reject_oversized_body(ctx_, req, res)) return;
+  void forward(const HttpRequest& req, HttpResponse& res) {
     json body;
     try {
       body = json::parse(req.body);
@@ -320,7 +405,7 @@ class Proxy {
     up.path = req.path;
     up.body = rewrite_model(body, model, *preset) ? body.dump() : req.body;
     up.headers = {{"Content-Type", "application/json"}, {kRequestIdHeader, request_id_of(res)}};
-    if (req.has_header("Accept")) up.headers.emplace("Accept", req.get_header_value("Accept"));
+    if (req.has_header("Accept")) up.headers.emplace("Accept", req.header("Accept"));
 
     if (stream) {
       forward_stream(std::move(up), std::move(lease), res);
@@ -339,14 +424,21 @@ class Proxy {
     return true;
   }
 
-  void forward_plain(const Upstream& up, httplib::Response& res) {
-    auto client = make_client(ctx_, up.endpoint);
+  void forward_plain(const Upstream& up, HttpResponse& res) {
     const auto started = std::chrono::steady_clock::now();
-    auto result = [&] {
-      ActiveClient registered(ctx_, client.get());
+    auto pooled = ctx_.upstreams->acquire(up.endpoint);
+    auto call = [&](httplib::Client& client) {
+      ActiveClient registered(ctx_, &client);
       if (ctx_.stopping.load()) return httplib::Result(nullptr, httplib::Error::Canceled);
-      return client->Post(up.path, up.headers, up.body, "application/json");
-    }();
+      return client.Post(up.path, up.headers, up.body, "application/json");
+    };
+    auto result = call(*pooled.client);
+    if (!result && worth_a_retry(pooled.reused, result.error(), std::chrono::steady_clock::now() - started)) {
+      spdlog::debug("proxy: pooled connection to '{}' failed ({}); retrying on a new one", up.service,
+                    httplib::to_string(result.error()));
+      pooled = ctx_.upstreams->acquire(up.endpoint, true);
+      result = call(*pooled.client);
+    }
     if (!result) {
       auto [code, message] =
           upstream_failure(ctx_, up, result.error(), std::chrono::steady_clock::now() - started);
@@ -356,11 +448,12 @@ class Proxy {
     }
     res.status = result->status;
     std::string type = result->get_header_value("Content-Type");
-    res.set_content(result->body, type.empty() ? "application/json" : type);
+    res.set_content(std::move(result->body), type.empty() ? "application/json" : type);
     ctx_.control->count_proxied_request(up.service, up.path, result->status);
+    ctx_.upstreams->release(up.endpoint, std::move(pooled.client));
   }
 
-  void forward_stream(Upstream up, std::shared_ptr<LeaseGuard> lease, httplib::Response& res) {
+  void forward_stream(Upstream up, std::shared_ptr<LeaseGuard> lease, HttpResponse& res) {
     auto session = std::make_shared<StreamSession>(ctx_, std::move(up), std::move(lease));
     session->start();
     const auto& upstream = session->upstream();
@@ -379,15 +472,8 @@ class Proxy {
     }
     res.status = session->status();
     std::string type = session->content_type();
-    if (type.empty()) type = "text/event-stream";
-    Control* control = ctx_.control.get();
-    res.set_chunked_content_provider(
-        type, [session](std::size_t, httplib::DataSink& sink) { return session->provide(sink); },
-        [session, control](bool) {
-          session->finish();
-          control->count_proxied_request(session->upstream().service, session->upstream().path,
-                                         session->status());
-        });
+    res.content_type = type.empty() ? "text/event-stream" : type;
+    res.stream = [session](http::StreamSink& sink) { return session->relay(sink); };
   }
 
   Context& ctx_;
@@ -395,12 +481,13 @@ class Proxy {
 
 }  // namespace
 
-void register_proxy_routes(httplib::Server& server, Context& ctx) {
+void register_proxy_routes(http::HttpServer& server, Context& ctx) {
   auto proxy = std::make_shared<Proxy>(ctx);
-  server.Get("/v1/models", [proxy](const httplib::Request&, httplib::Response& res) { proxy->models(res); });
+  server.route("GET", "/v1/models", http::HandlerKind::inline_,
+               [proxy](HttpRequest&, HttpResponse& res) { proxy->models(res); });
   for (const char* path : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}) {
-    server.Post(path,
-                [proxy](const httplib::Request& req, httplib::Response& res) { proxy->forward(req, res); });
+    server.route("POST", path, http::HandlerKind::blocking,
+                 [proxy](HttpRequest& req, HttpResponse& res) { proxy->forward(req, res); });
   }
 }
 

@@ -1,25 +1,17 @@
-// The control API: routes, the request-id / auth pre-routing step, the JSON error shape for
-// everything httplib answers on its own (404, 405, 413), and the access log.
+// The control API on gpumod's own HTTP server (api/http_server.hpp): routes, the request-id /
+// auth step that runs before routing, the JSON error shape for everything the transport answers
+// on its own (400, 404, 405, 413, 431, 500), and the access log (one line per answer, with its
+// request id).
 #include "api/server.hpp"
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
-#include <cerrno>
-#include <csignal>
-#include <cstring>
-#include <filesystem>
-#include <mutex>
-#include <regex>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "api/control.hpp"
 #include "api/http_context.hpp"
+#include "api/http_server.hpp"
 #include "api/json_view.hpp"
 #include "api/validate.hpp"
 
@@ -28,22 +20,14 @@ namespace gpumod::api {
 using nlohmann::json;
 using std::chrono::milliseconds;
 
-void send_json(httplib::Response& res, int status, const json& body) {
+void send_json(HttpResponse& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), "application/json");
 }
 
-void send_error(httplib::Response& res, int status, const std::string& message, int retry_after_s) {
+void send_error(HttpResponse& res, int status, const std::string& message, int retry_after_s) {
   if (status == 503) res.set_header("Retry-After", std::to_string(std::max(1, retry_after_s)));
   send_json(res, status, error_body(status, message, request_id_of(res)));
-}
-
-bool reject_oversized_body(const Context& ctx, const httplib::Request& req, httplib::Response& res) {
-  if (static_cast<std::int64_t>(req.body.size()) <= ctx.options.max_body_bytes) return false;
-  send_error(res, 413,
-             "the request body is " + std::to_string(req.body.size()) + " bytes; the limit is " +
-                 std::to_string(ctx.options.max_body_bytes) + " bytes (policy.max_body_bytes)");
-  return true;
 }
 
 milliseconds request_budget(const Context& ctx, std::optional<milliseconds> timeout) {
@@ -55,37 +39,6 @@ milliseconds request_budget(const Context& ctx, std::optional<milliseconds> time
 }
 
 namespace {
-
-// Routes and their methods, for telling 405 (wrong method) from 404 (no such path).
-struct RouteShape {
-  std::regex pattern;
-  const char* methods;
-};
-
-const std::vector<RouteShape>& route_shapes() {
-  static const std::vector<RouteShape> shapes = [] {
-    std::vector<RouteShape> v;
-    auto add = [&v](const char* p, const char* m) { v.push_back(RouteShape{std::regex(p), m}); };
-    add("/", "GET");
-    add("/healthz", "GET");
-    add("/metrics", "GET");
-    add("/status", "GET");
-    add("/request", "POST");
-    add("/requests/[^/]+", "GET, DELETE");
-    add("/services", "GET");
-    add("/services/[^/]+", "GET");
-    add("/services/[^/]+/unit", "GET");
-    add("/services/[^/]+/(start|stop|sleep|wake)", "POST");
-    add("/modes", "GET");
-    add("/modes/[^/]+/switch", "POST");
-    add("/reload", "POST");
-    add("/plan", "GET");
-    add("/v1/models", "GET");
-    add("/v1/(chat/completions|completions|embeddings)", "POST");
-    return v;
-  }();
-  return shapes;
-}
 
 const char* landing_page() {
   return R"(<!doctype html>
@@ -140,7 +93,7 @@ milliseconds operation_budget(const Context& ctx, const config::Config& cfg,
   return total + ctx.options.scheduler_grace;
 }
 
-void answer_not_ready(const Context& ctx, httplib::Response& res, const std::string& what, WaitResult why) {
+void answer_not_ready(const Context& ctx, HttpResponse& res, const std::string& what, WaitResult why) {
   if (why == WaitResult::stopping) {
     send_error(res, 503, "gpumod is shutting down; " + what + " was not finished", 5);
     return;
@@ -155,47 +108,46 @@ class Handlers {
  public:
   explicit Handlers(Context& ctx) : ctx_(ctx) {}
 
-  void install(httplib::Server& s) {
-    s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+  void install(http::HttpServer& s) {
+    using http::HandlerKind;
+    s.route("GET", "/", HandlerKind::inline_, [](HttpRequest&, HttpResponse& res) {
       res.set_content(landing_page(), "text/html; charset=utf-8");
     });
-    s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, json{{"status", "ok"}});
+    s.route("GET", "/healthz", HandlerKind::inline_, [](HttpRequest&, HttpResponse& res) {
+      res.set_content(R"({"status":"ok"})", "application/json");
     });
-    s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    s.route("GET", "/metrics", HandlerKind::blocking, [this](HttpRequest&, HttpResponse& res) {
       res.set_content(ctx_.control->render_metrics(), "text/plain; version=0.0.4; charset=utf-8");
     });
-    s.Get("/status", [this](const httplib::Request&, httplib::Response& res) { status(res); });
-    s.Post("/request",
-           [this](const httplib::Request& req, httplib::Response& res) { post_request(req, res); });
-    s.Get(R"(/requests/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      get_request(req.matches[1].str(), res);
-    });
-    s.Delete(R"(/requests/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      delete_request(req.matches[1].str(), res);
-    });
-    s.Get("/services", [this](const httplib::Request&, httplib::Response& res) { list_services(res); });
-    s.Get(R"(/services/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      get_service(req.matches[1].str(), res);
-    });
-    s.Get(R"(/services/([^/]+)/unit)", [this](const httplib::Request& req, httplib::Response& res) {
-      unit_file(req.matches[1].str(), res);
-    });
-    s.Post(R"(/services/([^/]+)/(start|stop|sleep|wake))",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             if (reject_oversized_body(ctx_, req, res)) return;
-             service_action(req.matches[1].str(), req.matches[2].str(), res);
-           });
-    s.Get("/modes", [this](const httplib::Request&, httplib::Response& res) { list_modes(res); });
-    s.Post(R"(/modes/([^/]+)/switch)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (reject_oversized_body(ctx_, req, res)) return;
-      switch_mode(req.matches[1].str(), res);
-    });
-    s.Post("/reload", [this](const httplib::Request& req, httplib::Response& res) {
-      if (reject_oversized_body(ctx_, req, res)) return;
-      reload(res);
-    });
-    s.Get("/plan", [this](const httplib::Request& req, httplib::Response& res) { plan(req, res); });
+    s.route("GET", "/status", HandlerKind::inline_, [this](HttpRequest&, HttpResponse& res) { status(res); });
+    // The fast path: answered on the loop thread when the scheduler decided at once.
+    s.route("POST", "/request", HandlerKind::inline_,
+            [this](HttpRequest& req, HttpResponse& res) { post_request(req, res); });
+    s.route("GET", "/requests/{}", HandlerKind::inline_,
+            [this](HttpRequest& req, HttpResponse& res) { get_request(req.captures[0], res); });
+    // cancel() waits for the scheduler thread.
+    s.route("DELETE", "/requests/{}", HandlerKind::blocking,
+            [this](HttpRequest& req, HttpResponse& res) { delete_request(req.captures[0], res); });
+    s.route("GET", "/services", HandlerKind::inline_,
+            [this](HttpRequest&, HttpResponse& res) { list_services(res); });
+    s.route("GET", "/services/{}", HandlerKind::inline_,
+            [this](HttpRequest& req, HttpResponse& res) { get_service(req.captures[0], res); });
+    s.route("GET", "/services/{}/unit", HandlerKind::blocking,
+            [this](HttpRequest& req, HttpResponse& res) { unit_file(req.captures[0], res); });
+    for (const char* action : {"start", "stop", "sleep", "wake"}) {
+      s.route("POST", std::string("/services/{}/") + action, HandlerKind::blocking,
+              [this, action](HttpRequest& req, HttpResponse& res) {
+                service_action(req.captures[0], action, res);
+              });
+    }
+    s.route("GET", "/modes", HandlerKind::inline_,
+            [this](HttpRequest&, HttpResponse& res) { list_modes(res); });
+    s.route("POST", "/modes/{}/switch", HandlerKind::blocking,
+            [this](HttpRequest& req, HttpResponse& res) { switch_mode(req.captures[0], res); });
+    s.route("POST", "/reload", HandlerKind::blocking,
+            [this](HttpRequest&, HttpResponse& res) { reload(res); });
+    s.route("GET", "/plan", HandlerKind::blocking,
+            [this](HttpRequest& req, HttpResponse& res) { plan(req, res); });
   }
 
  private:
@@ -205,13 +157,12 @@ class Handlers {
     return cfg;
   }
 
-  void status(httplib::Response& res) {
+  void status(HttpResponse& res) {
     auto snap = ctx_.control->snapshot();
     send_json(res, 200, snap ? to_json(*snap) : to_json(scheduler::Snapshot{}));
   }
 
-  void post_request(const httplib::Request& req, httplib::Response& res) {
-    if (reject_oversized_body(ctx_, req, res)) return;
+  void post_request(HttpRequest& req, HttpResponse& res) {
     auto parsed = parse_request_body(req.body);
     if (!parsed) {
       send_error(res, 400, parsed.error());
@@ -224,24 +175,29 @@ class Handlers {
     spec.keep_alive = parsed->keep_alive;
     spec.request_id = request_id_of(res);
     auto ticket = ctx_.control->submit(std::move(spec));
+    // Decided at once (a ready model, or a rejection): answer here, on the loop thread.
+    if (ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      answer_outcome(ticket.outcome.get(), res);
+      return;
+    }
     if (!parsed->wait) {
-      // Already decided (a ready model, or a rejection): answer as a waiting request would.
-      if (ticket.outcome.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
-        send_json(res, 202, json{{"request_id", ticket.request_id}, {"status", "queued"}});
-        return;
-      }
-    } else {
-      const auto why = wait_with_deadline(ctx_, ticket.outcome, request_budget(ctx_, parsed->timeout));
+      send_json(res, 202, json{{"request_id", ticket.request_id}, {"status", "queued"}});
+      return;
+    }
+    // The wait goes to a worker thread.
+    res.deferred = [this, ticket = std::move(ticket), model = parsed->model,
+                    timeout = parsed->timeout](HttpResponse& r) {
+      const auto why = wait_with_deadline(ctx_, ticket.outcome, request_budget(ctx_, timeout));
       if (why != WaitResult::ready) {
         (void)ctx_.control->cancel(ticket.request_id);
-        answer_not_ready(ctx_, res, "request " + ticket.request_id + " for '" + parsed->model + "'", why);
+        answer_not_ready(ctx_, r, "request " + ticket.request_id + " for '" + model + "'", why);
         return;
       }
-    }
-    answer_outcome(ticket.outcome.get(), res);
+      answer_outcome(ticket.outcome.get(), r);
+    };
   }
 
-  static void answer_outcome(const scheduler::RequestOutcome& o, httplib::Response& res) {
+  static void answer_outcome(const scheduler::RequestOutcome& o, HttpResponse& res) {
     if (o.status == scheduler::RequestStatus::ready) {
       send_json(res, 200,
                 json{{"request_id", o.request_id},
@@ -254,21 +210,21 @@ class Handlers {
     }
     const int code = o.http_status >= 400 ? o.http_status : 500;
     std::string message = o.message.empty() ? std::string("request ") + name_of(o.status) : o.message;
-    send_error(res, code, message, o.retry_after_seconds);
-    auto body = json::parse(res.body);
+    if (code == 503) res.set_header("Retry-After", std::to_string(std::max(1, o.retry_after_seconds)));
+    json body = error_body(code, message, request_id_of(res));
     body["request_id"] = o.request_id;
     body["status"] = name_of(o.status);
-    res.set_content(body.dump(), "application/json");
+    send_json(res, code, body);
   }
 
-  bool check_name(const std::string& what, const std::string& name, httplib::Response& res) {
+  bool check_name(const std::string& what, const std::string& name, HttpResponse& res) {
     auto problem = name_problem(what, name);
     if (problem.empty()) return true;
     send_error(res, 400, problem);
     return false;
   }
 
-  void get_request(const std::string& id, httplib::Response& res) {
+  void get_request(const std::string& id, HttpResponse& res) {
     if (!check_name("request id", id, res)) return;
     auto info = ctx_.control->request_info(id);
     if (!info) {
@@ -278,7 +234,7 @@ class Handlers {
     send_json(res, 200, to_json(*info));
   }
 
-  void delete_request(const std::string& id, httplib::Response& res) {
+  void delete_request(const std::string& id, HttpResponse& res) {
     if (!check_name("request id", id, res)) return;
     if (!ctx_.control->request_info(id)) {
       send_error(res, 404, "no request with id '" + id + "'");
@@ -292,7 +248,7 @@ class Handlers {
     send_json(res, 200, json{{"request_id", id}, {"status", "cancelled"}});
   }
 
-  void list_services(httplib::Response& res) {
+  void list_services(HttpResponse& res) {
     auto snap = ctx_.control->snapshot();
     json services = json::array();
     if (snap) {
@@ -301,7 +257,7 @@ class Handlers {
     send_json(res, 200, json{{"services", services}});
   }
 
-  void get_service(const std::string& id, httplib::Response& res) {
+  void get_service(const std::string& id, HttpResponse& res) {
     if (!check_name("service id", id, res)) return;
     auto snap = ctx_.control->snapshot();
     if (snap) {
@@ -316,7 +272,7 @@ class Handlers {
                "unknown service '" + id + "'; configured: " + name_list(service_ids(*config_or_empty())));
   }
 
-  void unit_file(const std::string& id, httplib::Response& res) {
+  void unit_file(const std::string& id, HttpResponse& res) {
     if (!check_name("service id", id, res)) return;
     auto cfg = config_or_empty();
     if (find_preset_by_id(*cfg, id) == nullptr) {
@@ -331,7 +287,7 @@ class Handlers {
     res.set_content(*text, "text/plain; charset=utf-8");
   }
 
-  void service_action(const std::string& id, const std::string& action_name, httplib::Response& res) {
+  void service_action(const std::string& id, const std::string& action_name, HttpResponse& res) {
     if (!check_name("service id", id, res)) return;
     auto cfg = config_or_empty();
     const auto* preset = find_preset_by_id(*cfg, id);
@@ -363,7 +319,7 @@ class Handlers {
     send_json(res, 200, body);
   }
 
-  void list_modes(httplib::Response& res) {
+  void list_modes(HttpResponse& res) {
     auto cfg = config_or_empty();
     auto snap = ctx_.control->snapshot();
     const std::string current = snap ? snap->current_mode : "";
@@ -378,7 +334,7 @@ class Handlers {
     send_json(res, 200, json{{"current", current}, {"modes", modes}});
   }
 
-  void switch_mode(const std::string& id, httplib::Response& res) {
+  void switch_mode(const std::string& id, HttpResponse& res) {
     if (!check_name("mode id", id, res)) return;
     auto cfg = config_or_empty();
     const auto* mode = find_mode_by_id(*cfg, id);
@@ -408,7 +364,7 @@ class Handlers {
     send_json(res, 200, body);
   }
 
-  void reload(httplib::Response& res) {
+  void reload(HttpResponse& res) {
     auto future = ctx_.control->reload();
     const auto why = wait_with_deadline(ctx_, future, milliseconds(60000) + ctx_.options.scheduler_grace);
     if (why != WaitResult::ready) {
@@ -427,12 +383,12 @@ class Handlers {
     send_json(res, 200, body);
   }
 
-  void plan(const httplib::Request& req, httplib::Response& res) {
+  void plan(HttpRequest& req, HttpResponse& res) {
     if (!req.has_param("model")) {
       send_error(res, 400, "query parameter 'model' is required, e.g. GET /plan?model=qwen3-coder");
       return;
     }
-    const std::string model = req.get_param_value("model");
+    const std::string model = req.param("model");
     if (!check_name("model", model, res)) return;
     auto cfg = config_or_empty();
     if (find_preset_for_model(*cfg, model) == nullptr) {
@@ -460,99 +416,84 @@ class Handlers {
 
 struct ApiServer::Impl {
   Context ctx;
-  httplib::Server server;
+  std::unique_ptr<http::HttpServer> server;
   Handlers handlers{ctx};
   bool bound = false;
-  // run() and stop() may race (stop right after the thread that calls run() was started):
-  // httplib's stop() only acts once listening began, so stop() waits for that point.
-  std::mutex run_mutex;
-  bool run_active = false;
 
   void install() {
-    const int threads = std::max(1, ctx.options.threads);
-    server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
-    server.set_payload_max_length(
-        static_cast<std::size_t>(std::max<std::int64_t>(0, ctx.options.max_body_bytes)));
-    // Keep connections open for clients that send many requests (benchmarks, the proxy).
-    server.set_keep_alive_max_count(10000);
-    // Responses go out as headers then body; with Nagle on, the body waits for the client's
-    // delayed ACK (~40 ms per exchange, bench/README.md "HTTP").
-    server.set_tcp_nodelay(true);
-    server.set_pre_routing_handler(
-        [this](const httplib::Request& req, httplib::Response& res) { return pre_route(req, res); });
-    server.set_error_handler(httplib::Server::HandlerWithResponse(
-        [this](const httplib::Request& req, httplib::Response& res) { return fill_error(req, res); }));
-    server.set_exception_handler(
-        [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
-          std::string what = "unknown exception";
-          try {
-            if (ep) std::rethrow_exception(ep);
-          } catch (const std::exception& e) {
-            what = e.what();
-          } catch (...) {
-          }
-          send_error(res, 500, "internal error in gpumod: " + what);
-        });
-    server.set_logger(
-        [](const httplib::Request& req, const httplib::Response& res) { log_exchange(req, res); });
-    handlers.install(server);
-    register_proxy_routes(server, ctx);
+    http::HttpServerOptions o;
+    o.host = ctx.options.host;
+    o.port = ctx.options.port;
+    o.threads = std::max(1, ctx.options.threads);
+    o.max_body_bytes = ctx.options.max_body_bytes;
+    o.idle_timeout = ctx.options.idle_timeout;
+    server = std::make_unique<http::HttpServer>(o);
+    ctx.upstreams = std::make_unique<UpstreamPool>(ctx.options.upstream_connect_timeout,
+                                                   ctx.options.upstream_read_timeout);
+    server->set_before([this](HttpRequest& req, HttpResponse& res) { return before_route(req, res); });
+    server->set_error_filler([this](const HttpRequest& req, HttpResponse& res) { fill_error(req, res); });
+    server->set_logger([](const HttpRequest& req, const HttpResponse& res) { log_exchange(req, res); });
+    handlers.install(*server);
+    register_proxy_routes(*server, ctx);
   }
 
-  httplib::Server::HandlerResponse pre_route(const httplib::Request& req, httplib::Response& res) const {
-    // A request with neither Content-Length nor Transfer-Encoding has an empty body (RFC 9112
-    // 6.3), which is what `curl -X POST URL` sends. cpp-httplib 0.11 instead reads such a POST
-    // until the client closes, so it would hang for the read timeout: state the length.
-    // (The Request is the library's own non-const object; routing reads the header next.)
-    if (req.method != "GET" && req.method != "HEAD" && !req.has_header("Content-Length") &&
-        !req.has_header("Transfer-Encoding")) {
-      const_cast<httplib::Request&>(req).set_header("Content-Length", "0");  // NOLINT
-    }
-    const std::string given = req.get_header_value(kRequestIdHeader);
+  // Request id for every exchange; the bearer token where one is configured. True when it
+  // answered (401).
+  bool before_route(const HttpRequest& req, HttpResponse& res) const {
+    const std::string& given = req.header(kRequestIdHeader);
     res.set_header(kRequestIdHeader, acceptable_request_id(given) ? given : generate_request_id());
     if (ctx.options.api_token && !ctx.options.api_token->empty() && req.path != "/healthz") {
-      auto token = bearer_token(req.get_header_value("Authorization"));
+      auto token = bearer_token(req.header("Authorization"));
       if (!token || !tokens_equal(*token, *ctx.options.api_token)) {
         res.set_header("WWW-Authenticate", "Bearer");
         send_error(
             res, 401,
             token ? "the bearer token is not valid"
                   : "this gpumod requires 'Authorization: Bearer <token>' (set GPUMOD_TOKEN for the CLI)");
-        return httplib::Server::HandlerResponse::Handled;
+        return true;
       }
     }
-    return httplib::Server::HandlerResponse::Unhandled;
+    return false;
   }
 
-  // Gives httplib's own error answers (no route, body too large, bad request line) our shape.
-  httplib::Server::HandlerResponse fill_error(const httplib::Request& req, httplib::Response& res) const {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    if (res.status == 404 || res.status == 400) {
-      for (const auto& shape : route_shapes()) {
-        if (std::regex_match(req.path, shape.pattern)) {
-          res.set_header("Allow", shape.methods);
-          send_error(res, 405, req.method + " is not allowed on " + req.path + "; use " + shape.methods);
-          return httplib::Server::HandlerResponse::Handled;
-        }
-      }
-      if (res.status == 404) {
+  // Gives the transport's own answers our JSON error shape.
+  void fill_error(const HttpRequest& req, HttpResponse& res) const {
+    if (res.header(kRequestIdHeader).empty()) {
+      const std::string& given = req.header(kRequestIdHeader);
+      res.set_header(kRequestIdHeader, acceptable_request_id(given) ? given : generate_request_id());
+    }
+    const std::string limit = std::to_string(ctx.options.max_body_bytes);
+    switch (res.status) {
+      case 404:
         send_error(res, 404,
                    "no such endpoint: " + req.method + " " + req.path + " (GET / lists the main ones)");
-        return httplib::Server::HandlerResponse::Handled;
-      }
+        return;
+      case 405:
+        send_error(res, 405, req.method + " is not allowed on " + req.path + "; use " + res.header("Allow"));
+        return;
+      case 413:
+        send_error(
+            res, 413,
+            "the request body is larger than the limit of " + limit + " bytes (policy.max_body_bytes)");
+        return;
+      case 431:
+        send_error(res, 431, "the request's header fields are too large (at most 64 KiB and 100 fields)");
+        return;
+      case 400:
+        send_error(res, 400,
+                   "malformed HTTP/1.1 request (request line, header field or chunked body); the connection "
+                   "is closed");
+        return;
+      case 500:
+        send_error(res, 500, "internal error in gpumod: " + (res.body.empty() ? "unknown" : res.body));
+        return;
+      default:
+        send_error(res, res.status, "request failed with HTTP " + std::to_string(res.status));
     }
-    if (res.status == 413) {
-      send_error(res, 413,
-                 "the request body is larger than the limit of " +
-                     std::to_string(ctx.options.max_body_bytes) + " bytes (policy.max_body_bytes)");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    send_error(res, res.status, std::string("request failed with HTTP ") + std::to_string(res.status));
-    return httplib::Server::HandlerResponse::Handled;
   }
 
-  static void log_exchange(const httplib::Request& req, const httplib::Response& res) {
-    const auto rid = request_id_of(res);
+  static void log_exchange(const HttpRequest& req, const HttpResponse& res) {
+    const auto& rid = res.header(kRequestIdHeader);
     if (req.path == "/metrics" || req.path == "/healthz") {
       spdlog::debug("http {} {} -> {} request_id={}", req.method, req.path, res.status, rid);
     } else if (res.status >= 500) {
@@ -572,36 +513,6 @@ ApiServer::ApiServer(std::shared_ptr<Control> control, ServerOptions options)
   impl_->install();
 }
 
-namespace {
-// cpp-httplib 0.11 is compiled with a listen backlog of 5, so a burst of clients overflows the
-// accept queue and their SYNs are dropped and retried seconds later. The library does not expose
-// its socket; find our listening socket among this process's descriptors and call listen() on it
-// again, which on Linux just raises the backlog.
-void widen_listen_backlog(int port) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
-    int fd = -1;
-    try {
-      fd = std::stoi(entry.path().filename().string());
-    } catch (const std::exception&) {
-      continue;
-    }
-    int listening = 0;
-    socklen_t len = sizeof listening;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) continue;
-    sockaddr_storage addr{};
-    socklen_t alen = sizeof addr;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
-    int bound_port = -1;
-    if (addr.ss_family == AF_INET) bound_port = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-    if (addr.ss_family == AF_INET6) bound_port = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
-    if (bound_port == port && ::listen(fd, SOMAXCONN) != 0) {
-      spdlog::warn("api: could not raise the listen backlog: {}", std::strerror(errno));
-    }
-  }
-}
-}  // namespace
-
 ApiServer::~ApiServer() {
   stop();
 }
@@ -616,21 +527,15 @@ Result<int> ApiServer::bind() {
         "(every control endpoint then requires 'Authorization: Bearer <token>') or listen on 127.0.0.1");
   }
   if (impl_->bound) return make_error("the API server is already bound");
-  // A client that disconnects mid-response must not kill the daemon with SIGPIPE.
-  std::signal(SIGPIPE, SIG_IGN);
-  int port = opts.port;
-  if (port == 0) {
-    port = impl_->server.bind_to_any_port(opts.host);
-    if (port < 0) return make_error("cannot bind " + opts.host + " on any port");
-  } else if (!impl_->server.bind_to_port(opts.host, port)) {
-    return make_error("cannot listen on " + opts.host + ":" + std::to_string(port) +
-                      " (in use, or the address is not on this host)");
+  auto port = impl_->server->bind();
+  if (!port) {
+    return make_error("cannot listen on " + opts.host + ":" + std::to_string(opts.port) + " (" +
+                      port.error() + "; in use, or the address is not on this host)");
   }
-  widen_listen_backlog(port);
   impl_->bound = true;
-  spdlog::info("api: listening on http://{}:{}{}", opts.host, port,
+  spdlog::info("api: listening on http://{}:{}{}", opts.host, *port,
                have_token ? " (bearer token required)" : "");
-  return port;
+  return *port;
 }
 
 void ApiServer::run() {
@@ -638,26 +543,13 @@ void ApiServer::run() {
     spdlog::error("api: run() called before a successful bind()");
     return;
   }
-  {
-    std::lock_guard lock(impl_->run_mutex);
-    if (impl_->ctx.stopping.load()) return;
-    impl_->run_active = true;
-  }
-  impl_->server.listen_after_bind();
-  std::lock_guard lock(impl_->run_mutex);
-  impl_->run_active = false;
+  impl_->server->run();
+  impl_->ctx.upstreams->clear();
 }
 
 void ApiServer::stop() {
   impl_->ctx.stopping.store(true);
-  for (;;) {
-    {
-      std::lock_guard lock(impl_->run_mutex);
-      if (!impl_->run_active || impl_->server.is_running()) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  impl_->server.stop();
+  impl_->server->stop();
   impl_->ctx.stop_upstream_calls();
 }
 

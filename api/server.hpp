@@ -1,6 +1,8 @@
-// ApiServer: gpumod's HTTP face (cpp-httplib). Serves the control API, /metrics, /healthz,
-// the landing page and the OpenAI-compatible proxy under /v1. Handlers never touch
-// scheduler state directly: they post to the Scheduler and wait on its futures.
+// ApiServer: gpumod's HTTP face, on its own epoll HTTP/1.1 server (api/http_server.hpp; why
+// not cpp-httplib's server: docs/api.md). Serves the control API, /metrics, /healthz, the
+// landing page and the OpenAI-compatible proxy under /v1. Handlers never touch scheduler state
+// directly: they post to the Scheduler and wait on its futures, on worker threads; cheap reads
+// and the ready-model fast path of POST /request answer on the loop thread.
 #pragma once
 
 #include <chrono>
@@ -22,9 +24,11 @@ struct ServerOptions {
   int port = 7979;                       // 0 => pick a free port (tests)
   std::optional<std::string> api_token;  // bearer token; required to bind beyond loopback
   std::int64_t max_body_bytes = 8 * 1024 * 1024;
-  // Each request waiting for a model holds a thread, so keep enough that ready-model requests
-  // are not stuck behind slow loads.
+  // Worker threads for handlers that wait (a model loading, a mode switch, a proxied call).
+  // Idle connections and ready-model requests hold none.
   int threads = 128;
+  // A keep-alive connection with nothing to do (or stuck mid-request) is closed after this.
+  std::chrono::milliseconds idle_timeout{60000};
   // /v1 proxy: how long to wait for a service to accept a connection, and for each read of
   // its answer (a long generation without streaming must fit in this).
   std::chrono::milliseconds upstream_connect_timeout{5000};

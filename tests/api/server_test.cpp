@@ -354,7 +354,7 @@ TEST(ApiServer, BodiesOverTheLimitAre413) {
   const std::string big = R"({"model":"coder","pad":")" + std::string(200, 'x') + "\"}";
   expect_error_shape(client->Post("/request", big, "application/json"), 413, "payload_too_large",
                      "limit of 64 bytes");
-  // Chunked uploads carry no Content-Length; the handler checks them after reading.
+  // Chunked uploads carry no Content-Length; the server counts while de-chunking.
   auto chunked = client->Post(
       "/request",
       [&big](std::size_t offset, httplib::DataSink& sink) {
@@ -366,7 +366,7 @@ TEST(ApiServer, BodiesOverTheLimitAre413) {
         return true;
       },
       "application/json");
-  expect_error_shape(chunked, 413, "payload_too_large", "the limit is 64 bytes");
+  expect_error_shape(chunked, 413, "payload_too_large", "limit of 64 bytes");
   EXPECT_TRUE(server.control().submitted().empty());
 }
 

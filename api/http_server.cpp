@@ -1,0 +1,1145 @@
+// The epoll loop, the HTTP/1.1 parser and the worker pool behind api/http_server.hpp.
+#include "api/http_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+namespace gpumod::api::http {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Stop taking new requests off a connection whose answers pile up unread.
+constexpr std::size_t kMaxOutputBacklog = 1024 * 1024;
+constexpr std::size_t kReadChunk = 64 * 1024;
+// After an answer that closes the connection, what the client still sends is read and dropped
+// for this long, so the close does not turn into a reset that destroys the answer in flight.
+constexpr auto kLingerDrain = std::chrono::seconds(2);
+constexpr std::size_t kLingerDrainMaxBytes = 16 * 1024 * 1024;
+constexpr auto kPollSlice = std::chrono::milliseconds(100);
+
+bool is_token_char(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != '\0';
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decoding; '+' means a space only in a query. False on a broken escape.
+bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) return false;
+      const int hi = hex_value(in[i + 1]);
+      const int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return false;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Up to 16 path segments, split on '/' after the leading one ("/" is one empty segment).
+struct Segments {
+  std::array<std::string_view, 16> parts{};
+  std::size_t count = 0;
+  bool overflow = false;
+};
+
+Segments split_path(std::string_view path) {
+  Segments s;
+  if (!path.empty() && path.front() == '/') path.remove_prefix(1);
+  for (;;) {
+    const auto slash = path.find('/');
+    if (s.count == s.parts.size()) {
+      s.overflow = true;
+      return s;
+    }
+    s.parts[s.count++] = path.substr(0, slash);
+    if (slash == std::string_view::npos) return s;
+    path.remove_prefix(slash + 1);
+  }
+}
+
+void append_number(std::string& out, std::uint64_t n) {
+  std::array<char, 24> buf{};
+  auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), n);
+  (void)ec;
+  out.append(buf.data(), end);
+}
+
+void append_hex(std::string& out, std::uint64_t n) {
+  std::array<char, 24> buf{};
+  auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), n, 16);
+  (void)ec;
+  out.append(buf.data(), end);
+}
+
+enum class BodyKind { none, length, chunked };
+enum class ChunkState { size_line, data, data_crlf, trailer };
+
+// One client connection. While `in_worker` is true a worker thread owns it and the loop does
+// not touch it (not even the loop-side fields below, except `readable`, which only the loop
+// ever reads or writes).
+struct Connection {
+  int fd = -1;
+  std::string remote_addr;
+
+  // --- touched by whichever thread owns the connection ---
+  std::string out;
+  std::size_t out_pos = 0;
+  bool close_after_write = false;  // close (after a linger drain) once `out` is written
+  bool broken = false;             // a write failed or timed out: close at once
+
+  // --- loop thread only ---
+  std::string in;
+  std::size_t in_pos = 0;
+  bool in_worker = false;
+  bool closed = false;
+  bool readable = true;  // edge-triggered: the kernel may hold unread bytes
+  bool peer_closed = false;
+  bool draining = false;
+  std::size_t drained_bytes = 0;
+  Clock::time_point drain_deadline{};
+  Clock::time_point last_activity{};
+
+  // request parse state
+  bool head_done = false;
+  std::size_t head_scan = 0;  // bytes after in_pos already scanned for the end of the head
+  std::size_t head_lines = 0;
+  HttpRequest req;
+  BodyKind body_kind = BodyKind::none;
+  std::uint64_t body_remaining = 0;
+  ChunkState chunk_state = ChunkState::size_line;
+  bool expect_continue = false;
+
+  [[nodiscard]] std::size_t pending_output() const { return out.size() - out_pos; }
+  [[nodiscard]] std::size_t buffered_input() const { return in.size() - in_pos; }
+  void reset_request() {
+    head_done = false;
+    head_scan = 0;
+    head_lines = 0;
+    req = HttpRequest{};
+    body_kind = BodyKind::none;
+    body_remaining = 0;
+    chunk_state = ChunkState::size_line;
+    expect_continue = false;
+  }
+};
+
+struct Route {
+  std::string method;
+  std::vector<std::string> segments;  // "{}" captures
+  HandlerKind kind = HandlerKind::inline_;
+  Handler handler;
+};
+
+bool segments_match(const Route& r, const Segments& s) {
+  if (s.overflow || r.segments.size() != s.count) return false;
+  for (std::size_t i = 0; i < s.count; ++i) {
+    if (r.segments[i] == "{}") {
+      if (s.parts[i].empty()) return false;
+    } else if (r.segments[i] != s.parts[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Whether the answer to `req` leaves the connection open.
+bool wants_keep_alive(const HttpRequest& req) {
+  const auto& c = req.header("Connection");
+  if (req.http10) return iequals(trim(c), "keep-alive");
+  return !iequals(trim(c), "close");
+}
+
+// Status line, headers and (unless streaming) the body, appended to `out`.
+void serialize(const HttpResponse& res, bool keep_alive, bool http10, std::string& out) {
+  out.reserve(out.size() + 160 + res.body.size());
+  out += "HTTP/1.1 ";
+  append_number(out, static_cast<std::uint64_t>(res.status));
+  out += ' ';
+  out += reason_phrase(res.status);
+  out += "\r\n";
+  for (const auto& [k, v] : res.headers) {
+    out += k;
+    out += ": ";
+    out += v;
+    out += "\r\n";
+  }
+  if (!res.content_type.empty()) {
+    out += "Content-Type: ";
+    out += res.content_type;
+    out += "\r\n";
+  }
+  if (res.stream) {
+    if (!http10) out += "Transfer-Encoding: chunked\r\n";
+  } else {
+    out += "Content-Length: ";
+    append_number(out, res.body.size());
+    out += "\r\n";
+  }
+  if (!keep_alive) {
+    out += "Connection: close\r\n";
+  } else if (http10) {
+    out += "Connection: keep-alive\r\n";
+  }
+  out += "\r\n";
+  if (!res.stream) out += res.body;
+}
+
+// Blocking write on a non-blocking socket: poll() in slices, so a stop is noticed; gives up
+// after `timeout` (or 1 s once the server is stopping).
+bool write_all(int fd, std::string_view data, std::chrono::milliseconds timeout,
+               const std::atomic<bool>& stopping) {
+  const auto start = Clock::now();
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      data.remove_prefix(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
+    const auto waited = Clock::now() - start;
+    if (waited >= timeout) return false;
+    if (stopping.load() && waited >= std::chrono::seconds(1)) return false;
+    pollfd p{fd, POLLOUT, 0};
+    ::poll(&p, 1, static_cast<int>(kPollSlice.count()));
+  }
+  return true;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+
+struct HttpServer::Loop {
+  explicit Loop(HttpServer& owner) : server(owner), opts(owner.options_) {}
+  ~Loop() {
+    if (listen_fd >= 0) ::close(listen_fd);
+  }
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  HttpServer& server;
+  const HttpServerOptions& opts;
+  std::vector<Route> routes;
+  std::function<bool(HttpRequest&, HttpResponse&)> before;
+  std::function<void(const HttpRequest&, HttpResponse&)> error_filler;
+  std::function<void(const HttpRequest&, const HttpResponse&)> logger;
+
+  int listen_fd = -1;
+  int epoll_fd = -1;
+  int wake_fd = -1;
+  std::unordered_map<Connection*, std::unique_ptr<Connection>> connections;
+  std::vector<std::unique_ptr<Connection>> graveyard;  // closed this round; freed after it
+  bool accept_paused = false;
+  Clock::time_point accept_resume{};
+
+  // --- worker pool ---
+  struct WorkItem {
+    Connection* conn = nullptr;
+    HttpRequest req;
+    HttpResponse res;
+    const Handler* handler = nullptr;  // null: only `res.deferred` / `res.stream` to run
+    bool keep_alive = true;
+  };
+  std::mutex pool_mutex;
+  std::condition_variable pool_cv;
+  std::deque<WorkItem> pool_queue;
+  bool pool_stop = false;
+  std::vector<std::thread> workers;
+
+  // --- connections handed back by workers ---
+  std::mutex returned_mutex;
+  std::vector<Connection*> returned;
+
+  // ---------------------------------------------------------------- errors and answers
+
+  void fill_error(const HttpRequest& req, HttpResponse& res, int status) {
+    res.status = status;
+    res.stream = nullptr;
+    res.deferred = nullptr;
+    if (error_filler) {
+      try {
+        error_filler(req, res);
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("http: error filler threw: {}", e.what());
+      }
+    }
+    res.set_content(std::string(reason_phrase(status)) + "\n", "text/plain; charset=utf-8");
+  }
+
+  void log_answer(const HttpRequest& req, const HttpResponse& res) {
+    if (!logger) return;
+    try {
+      logger(req, res);
+    } catch (const std::exception& e) {
+      spdlog::error("http: logger threw: {}", e.what());
+    }
+  }
+
+  // Queues an answer on the loop thread and tries to send it right away.
+  void answer_inline(Connection& c, const HttpRequest& req, const HttpResponse& res, bool keep_alive) {
+    if (!keep_alive || server.stopping()) c.close_after_write = true;
+    serialize(res, !c.close_after_write, req.http10, c.out);
+    log_answer(req, res);
+  }
+
+  // Answers a request that could not be parsed or is over a limit, and closes afterwards.
+  void answer_error_and_close(Connection& c, int status) {
+    HttpResponse res;
+    fill_error(c.req, res, status);
+    c.close_after_write = true;
+    serialize(res, false, c.req.http10, c.out);
+    log_answer(c.req, res);
+    c.reset_request();
+  }
+
+  // ---------------------------------------------------------------- parsing
+
+  enum class Step { need_more, request_ready, failed };
+
+  // Parses the request head in `head` (without the final empty line). 0 or an error status.
+  int parse_head(Connection& c, std::string_view head) {
+    HttpRequest& req = c.req;
+    auto next_line = [&head]() {
+      const auto nl = head.find('\n');
+      std::string_view line = head.substr(0, nl);
+      head.remove_prefix(nl == std::string_view::npos ? head.size() : nl + 1);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      return line;
+    };
+    // Request line: METHOD SP target SP HTTP/1.x
+    std::string_view line = next_line();
+    const auto sp1 = line.find(' ');
+    if (sp1 == std::string_view::npos || sp1 == 0) return 400;
+    const auto sp2 = line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return 400;
+    const std::string_view method = line.substr(0, sp1);
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    const std::string_view version = line.substr(sp2 + 1);
+    if (!std::all_of(method.begin(), method.end(), is_token_char)) return 400;
+    if (version == "HTTP/1.1") {
+      req.http10 = false;
+    } else if (version == "HTTP/1.0") {
+      req.http10 = true;
+    } else {
+      return 400;
+    }
+    req.method = std::string(method);
+    req.target = std::string(target);
+    // absolute-form: keep the path part only
+    if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
+      const auto authority = target.find("//") + 2;
+      const auto slash = target.find('/', authority);
+      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
+    if (target.empty() || target.front() != '/') return 400;
+    if (std::any_of(target.begin(), target.end(),
+                    [](char ch) { return static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f; })) {
+      return 400;
+    }
+    const auto q = target.find('?');
+    if (!percent_decode(target.substr(0, q), false, req.path)) return 400;
+    if (q != std::string_view::npos) {
+      std::string_view query = target.substr(q + 1);
+      const auto hash = query.find('#');
+      if (hash != std::string_view::npos) query = query.substr(0, hash);
+      std::string key;
+      std::string value;
+      while (!query.empty()) {
+        const auto amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        query.remove_prefix(amp == std::string_view::npos ? query.size() : amp + 1);
+        if (pair.empty()) continue;
+        const auto eq = pair.find('=');
+        if (!percent_decode(pair.substr(0, eq), true, key)) return 400;
+        if (!percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true,
+                            value)) {
+          return 400;
+        }
+        req.query[key] = value;
+      }
+    }
+    // Header fields.
+    std::size_t count = 0;
+    while (!head.empty()) {
+      line = next_line();
+      if (line.empty()) continue;
+      if (line.front() == ' ' || line.front() == '\t') return 400;  // obsolete line folding
+      const auto colon = line.find(':');
+      if (colon == std::string_view::npos || colon == 0) return 400;
+      const std::string_view name = line.substr(0, colon);
+      if (!std::all_of(name.begin(), name.end(), is_token_char)) return 400;
+      if (++count > opts.max_header_count) return 431;
+      req.headers.add(std::string(name), std::string(trim(line.substr(colon + 1))));
+    }
+    // Body framing.
+    const bool has_te = req.has_header("Transfer-Encoding");
+    std::optional<std::uint64_t> length;
+    for (const auto& [k, v] : req.headers) {
+      if (!iequals(k, "Content-Length")) continue;
+      std::uint64_t n = 0;
+      const auto* first = v.data();
+      const auto* last = v.data() + v.size();
+      auto [ptr, ec] = std::from_chars(first, last, n);
+      if (ec != std::errc() || ptr != last || v.empty() || v.size() > 18) return 400;
+      if (length && *length != n) return 400;
+      length = n;
+    }
+    if (has_te) {
+      if (length) return 400;  // both framings: refuse rather than guess (request smuggling)
+      if (!iequals(trim(req.header("Transfer-Encoding")), "chunked")) return 400;
+      c.body_kind = BodyKind::chunked;
+    } else if (length && *length > 0) {
+      if (*length > static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes))) return 413;
+      c.body_kind = BodyKind::length;
+      c.body_remaining = *length;
+      req.body.reserve(static_cast<std::size_t>(*length));
+    } else {
+      c.body_kind = BodyKind::none;
+    }
+    c.expect_continue =
+        c.body_kind != BodyKind::none && !req.http10 && iequals(trim(req.header("Expect")), "100-continue");
+    return 0;
+  }
+
+  // Finds the end of the head; parses it. Sets `status` on failure.
+  Step step_head(Connection& c, int& status) {
+    for (;;) {
+      const std::size_t from = c.in_pos + c.head_scan;
+      const auto nl = c.in.find('\n', from);
+      if (nl == std::string::npos) {
+        const std::size_t partial = c.in.size() - from;
+        if (c.head_lines == 0 && partial > opts.max_line_bytes) {
+          status = 400;
+          return Step::failed;
+        }
+        if (c.head_scan + partial > opts.max_line_bytes + opts.max_header_bytes) {
+          status = 431;
+          return Step::failed;
+        }
+        return Step::need_more;
+      }
+      std::size_t len = nl - from;
+      if (len > 0 && c.in[nl - 1] == '\r') --len;
+      if (len == 0) {
+        if (c.head_lines == 0) {  // blank lines before a request line are skipped
+          c.in_pos = nl + 1;
+          continue;
+        }
+        const std::string_view head(c.in.data() + c.in_pos, from - c.in_pos);
+        status = parse_head(c, head);
+        c.in_pos = nl + 1;
+        c.head_scan = 0;
+        if (status != 0) return Step::failed;
+        c.head_done = true;
+        return Step::request_ready;
+      }
+      if (c.head_lines == 0 && len > opts.max_line_bytes) {
+        status = 400;
+        return Step::failed;
+      }
+      ++c.head_lines;
+      c.head_scan = nl + 1 - c.in_pos;
+      if (c.head_lines > opts.max_header_count + 1 ||
+          c.head_scan > opts.max_line_bytes + opts.max_header_bytes) {
+        status = 431;
+        return Step::failed;
+      }
+    }
+  }
+
+  // Reads as much of the body as has arrived. Sets `status` on failure.
+  Step step_body(Connection& c, int& status) {
+    const auto limit = static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes));
+    if (c.body_kind == BodyKind::length) {
+      const std::size_t take =
+          static_cast<std::size_t>(std::min<std::uint64_t>(c.body_remaining, c.buffered_input()));
+      c.req.body.append(c.in, c.in_pos, take);
+      c.in_pos += take;
+      c.body_remaining -= take;
+      return c.body_remaining == 0 ? Step::request_ready : Step::need_more;
+    }
+    if (c.body_kind != BodyKind::chunked) return Step::request_ready;
+    for (;;) {
+      switch (c.chunk_state) {
+        case ChunkState::size_line:
+        case ChunkState::trailer: {
+          const auto nl = c.in.find('\n', c.in_pos);
+          if (nl == std::string::npos) {
+            if (c.buffered_input() > opts.max_line_bytes) {
+              status = 400;
+              return Step::failed;
+            }
+            return Step::need_more;
+          }
+          std::string_view line(c.in.data() + c.in_pos, nl - c.in_pos);
+          if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+          c.in_pos = nl + 1;
+          if (c.chunk_state == ChunkState::trailer) {
+            if (line.empty()) return Step::request_ready;
+            continue;  // trailer fields are dropped
+          }
+          line = line.substr(0, line.find(';'));  // chunk extensions are ignored
+          line = trim(line);
+          std::uint64_t size = 0;
+          auto [ptr, ec] = std::from_chars(line.data(), line.data() + line.size(), size, 16);
+          if (line.empty() || line.size() > 15 || ec != std::errc() || ptr != line.data() + line.size()) {
+            status = 400;
+            return Step::failed;
+          }
+          if (size == 0) {
+            c.chunk_state = ChunkState::trailer;
+            continue;
+          }
+          if (c.req.body.size() + size > limit) {
+            status = 413;
+            return Step::failed;
+          }
+          c.body_remaining = size;
+          c.chunk_state = ChunkState::data;
+          continue;
+        }
+        case ChunkState::data: {
+          const std::size_t take =
+              static_cast<std::size_t>(std::min<std::uint64_t>(c.body_remaining, c.buffered_input()));
+          c.req.body.append(c.in, c.in_pos, take);
+          c.in_pos += take;
+          c.body_remaining -= take;
+          if (c.body_remaining > 0) return Step::need_more;
+          c.chunk_state = ChunkState::data_crlf;
+          continue;
+        }
+        case ChunkState::data_crlf: {
+          if (c.buffered_input() < 1) return Step::need_more;
+          if (c.in[c.in_pos] == '\n') {
+            c.in_pos += 1;
+          } else if (c.in[c.in_pos] == '\r') {
+            if (c.buffered_input() < 2) return Step::need_more;
+            if (c.in[c.in_pos + 1] != '\n') {
+              status = 400;
+              return Step::failed;
+            }
+            c.in_pos += 2;
+          } else {
+            status = 400;
+            return Step::failed;
+          }
+          c.chunk_state = ChunkState::size_line;
+          continue;
+        }
+      }
+    }
+  }
+
+  // Parses and answers the complete requests buffered on `c`, in order, until one goes to a
+  // worker, the connection is to close, or the answers pile up. True when it answered any.
+  bool process(Connection& c) {
+    bool any = false;
+    while (!c.in_worker && !c.closed && !c.close_after_write && c.pending_output() < kMaxOutputBacklog) {
+      int status = 0;
+      if (!c.head_done) {
+        const Step s = step_head(c, status);
+        if (s == Step::need_more) break;
+        if (s == Step::failed) {
+          answer_error_and_close(c, status);
+          return true;
+        }
+        if (c.expect_continue && c.buffered_input() == 0) c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+      }
+      const Step s = step_body(c, status);
+      if (s == Step::need_more) break;
+      if (s == Step::failed) {
+        answer_error_and_close(c, status);
+        return true;
+      }
+      HttpRequest req = std::move(c.req);
+      c.reset_request();
+      req.remote_addr = c.remote_addr;
+      dispatch(c, std::move(req));
+      any = true;
+    }
+    if (c.in_pos > 0 && (c.in_pos == c.in.size() || c.in_pos > kReadChunk)) {
+      c.in.erase(0, c.in_pos);
+      c.in_pos = 0;
+    }
+    return any;
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  void dispatch(Connection& c, HttpRequest req) {
+    HttpResponse res;
+    const bool keep_alive = wants_keep_alive(req);
+    if (before) {
+      bool handled = false;
+      try {
+        handled = before(req, res);
+      } catch (const std::exception& e) {
+        res.body = e.what();
+        fill_error(req, res, 500);
+        handled = true;
+      }
+      if (handled) {
+        answer_inline(c, req, res, keep_alive);
+        return;
+      }
+    }
+    const Segments segs = split_path(req.path);
+    const Route* found = nullptr;
+    std::string allow;
+    for (const auto& r : routes) {
+      if (!segments_match(r, segs)) continue;
+      if (r.method == req.method) {
+        found = &r;
+        break;
+      }
+      if (allow.find(r.method) == std::string::npos) {
+        if (!allow.empty()) allow += ", ";
+        allow += r.method;
+      }
+    }
+    if (found == nullptr) {
+      if (!allow.empty()) res.set_header("Allow", allow);
+      fill_error(req, res, allow.empty() ? 404 : 405);
+      answer_inline(c, req, res, keep_alive);
+      return;
+    }
+    for (std::size_t i = 0; i < segs.count; ++i) {
+      if (found->segments[i] == "{}") req.captures.emplace_back(segs.parts[i]);
+    }
+    if (found->kind == HandlerKind::blocking) {
+      to_worker(c, WorkItem{&c, std::move(req), std::move(res), &found->handler, keep_alive});
+      return;
+    }
+    try {
+      found->handler(req, res);
+    } catch (const std::exception& e) {
+      res.body = e.what();
+      fill_error(req, res, 500);
+    }
+    if (res.deferred || res.stream) {
+      to_worker(c, WorkItem{&c, std::move(req), std::move(res), nullptr, keep_alive});
+      return;
+    }
+    answer_inline(c, req, res, keep_alive);
+  }
+
+  // ---------------------------------------------------------------- workers
+
+  void to_worker(Connection& c, WorkItem item) {
+    c.in_worker = true;
+    {
+      std::lock_guard lock(pool_mutex);
+      pool_queue.push_back(std::move(item));
+    }
+    pool_cv.notify_one();
+  }
+
+  void worker_main() {
+    for (;;) {
+      WorkItem item;
+      {
+        std::unique_lock lock(pool_mutex);
+        pool_cv.wait(lock, [this] { return pool_stop || !pool_queue.empty(); });
+        if (pool_stop) return;  // what is still queued is dropped by run()
+        item = std::move(pool_queue.front());
+        pool_queue.pop_front();
+      }
+      serve_in_worker(item);
+      Connection* conn = item.conn;
+      item = WorkItem{};  // release what the response held before the loop sees the connection
+      {
+        std::lock_guard lock(returned_mutex);
+        returned.push_back(conn);
+      }
+      const std::uint64_t one = 1;
+      (void)!::write(wake_fd, &one, sizeof one);
+    }
+  }
+
+  class SocketSink final : public StreamSink {
+   public:
+    SocketSink(Connection& c, bool http10, const HttpServerOptions& opts, const std::atomic<bool>& stopping)
+        : c_(c), http10_(http10), opts_(opts), stopping_(stopping) {}
+    bool write(std::string_view data) override {
+      if (failed_ || stopping_.load()) return false;
+      if (data.empty()) return true;
+      frame_.clear();
+      if (!http10_) {
+        append_hex(frame_, data.size());
+        frame_ += "\r\n";
+      }
+      frame_ += data;
+      if (!http10_) frame_ += "\r\n";
+      failed_ = !write_all(c_.fd, frame_, opts_.write_timeout, stopping_);
+      return !failed_;
+    }
+    bool cancelled() override {
+      if (failed_ || stopping_.load()) return true;
+      pollfd p{c_.fd, POLLRDHUP, 0};
+      if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) failed_ = true;
+      return failed_;
+    }
+    [[nodiscard]] bool failed() const { return failed_; }
+
+   private:
+    Connection& c_;
+    bool http10_;
+    const HttpServerOptions& opts_;
+    const std::atomic<bool>& stopping_;
+    std::string frame_;
+    bool failed_ = false;
+  };
+
+  void serve_in_worker(WorkItem& item) {
+    Connection& c = *item.conn;
+    HttpResponse& res = item.res;
+    if (server.stopping()) {
+      c.close_after_write = true;
+      c.broken = true;
+      return;
+    }
+    auto guarded = [&](const std::function<void()>& fn) {
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        res.body = e.what();
+        fill_error(item.req, res, 500);
+      }
+    };
+    if (item.handler != nullptr) guarded([&] { (*item.handler)(item.req, res); });
+    if (res.deferred) {
+      auto deferred = std::move(res.deferred);
+      res.deferred = nullptr;
+      guarded([&] { deferred(res); });
+    }
+    const bool streaming = static_cast<bool>(res.stream);
+    bool keep = item.keep_alive && !server.stopping();
+    if (streaming && item.req.http10) keep = false;  // the end of the body is the end of the connection
+    if (!keep) c.close_after_write = true;
+    serialize(res, keep, item.req.http10, c.out);
+    const std::string_view pending(c.out.data() + c.out_pos, c.pending_output());
+    if (!write_all(c.fd, pending, opts.write_timeout, server.stopping_)) c.broken = true;
+    c.out.clear();
+    c.out_pos = 0;
+    if (streaming && !c.broken) {
+      SocketSink sink(c, item.req.http10, opts, server.stopping_);
+      bool complete = false;
+      try {
+        complete = res.stream(sink);
+      } catch (const std::exception& e) {
+        spdlog::error("http: stream producer for {} threw: {}", item.req.path, e.what());
+      }
+      if (!complete || sink.failed()) {
+        c.broken = true;
+      } else if (!item.req.http10 && !write_all(c.fd, "0\r\n\r\n", opts.write_timeout, server.stopping_)) {
+        c.broken = true;
+      }
+    }
+    log_answer(item.req, res);
+  }
+
+  // ---------------------------------------------------------------- sockets
+
+  void close_connection(Connection& c) {
+    if (c.closed) return;
+    c.closed = true;
+    ::close(c.fd);  // also leaves the epoll set
+    auto it = connections.find(&c);
+    if (it != connections.end()) {
+      graveyard.push_back(std::move(it->second));
+      connections.erase(it);
+    }
+  }
+
+  // Sends what is queued without blocking. After the last byte of a closing answer: half-close
+  // and drain (see kLingerDrain).
+  void flush(Connection& c, Clock::time_point now) {
+    while (c.pending_output() > 0) {
+      const ssize_t n = ::send(c.fd, c.out.data() + c.out_pos, c.pending_output(), MSG_NOSIGNAL);
+      if (n > 0) {
+        c.out_pos += static_cast<std::size_t>(n);
+        c.last_activity = now;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // EPOLLOUT resumes
+      close_connection(c);
+      return;
+    }
+    c.out.clear();
+    c.out_pos = 0;
+    if (c.close_after_write && !c.draining) {
+      ::shutdown(c.fd, SHUT_WR);
+      c.draining = true;
+      c.drain_deadline = now + kLingerDrain;
+    }
+  }
+
+  // Reads what the kernel holds, up to a cap. False when the connection was closed.
+  bool read_input(Connection& c, Clock::time_point now) {
+    const std::size_t cap = static_cast<std::size_t>(std::max<std::int64_t>(0, opts.max_body_bytes)) +
+                            opts.max_header_bytes + opts.max_line_bytes + kReadChunk;
+    while (c.readable && !c.peer_closed) {
+      if (!c.draining && c.buffered_input() >= cap) return true;
+      std::array<char, kReadChunk> buf;  // NOLINT(cppcoreguidelines-pro-type-member-init): filled by recv
+      const ssize_t n = ::recv(c.fd, buf.data(), buf.size(), 0);
+      if (n > 0) {
+        c.last_activity = now;
+        if (c.draining) {
+          c.drained_bytes += static_cast<std::size_t>(n);
+          if (c.drained_bytes > kLingerDrainMaxBytes) {
+            close_connection(c);
+            return false;
+          }
+        } else {
+          c.in.append(buf.data(), static_cast<std::size_t>(n));
+        }
+        continue;
+      }
+      if (n == 0) {
+        c.peer_closed = true;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        c.readable = false;
+        break;
+      }
+      close_connection(c);
+      return false;
+    }
+    return true;
+  }
+
+  // Everything the loop does for a connection it owns: write, read, answer, repeat.
+  void service(Connection& c, Clock::time_point now) {
+    for (int round = 0; round < 64; ++round) {
+      if (c.closed || c.in_worker) return;
+      flush(c, now);
+      if (c.closed) return;
+      if (c.draining) {
+        if (!read_input(c, now)) return;
+        if (c.peer_closed) close_connection(c);
+        return;
+      }
+      const bool backlog = c.pending_output() >= kMaxOutputBacklog;
+      const std::size_t before_read = c.in.size();
+      if (!backlog && !read_input(c, now)) return;
+      const bool read_any = c.in.size() != before_read;
+      const bool answered = backlog ? false : process(c);
+      if (c.closed || c.in_worker) return;
+      if (!answered && !read_any) break;
+    }
+    flush(c, now);
+    if (c.closed || c.in_worker) return;
+    if (c.peer_closed && !c.draining && c.pending_output() < kMaxOutputBacklog) {
+      // The client sent its last request; answer what is queued, then close.
+      if (c.pending_output() == 0) {
+        close_connection(c);
+      } else {
+        c.close_after_write = true;
+      }
+    }
+  }
+
+  void accept_all(Clock::time_point now) {
+    for (;;) {
+      sockaddr_storage addr{};
+      socklen_t len = sizeof addr;
+      const int fd =
+          ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Out of descriptors: stop accepting for a moment instead of spinning on the
+          // level-triggered listening socket.
+          spdlog::warn("http: cannot accept a connection: {}; pausing accepts for 100 ms",
+                       std::strerror(errno));
+          ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, listen_fd, nullptr);
+          accept_paused = true;
+          accept_resume = now + std::chrono::milliseconds(100);
+        }
+        return;
+      }
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto conn = std::make_unique<Connection>();
+      conn->fd = fd;
+      conn->last_activity = now;
+      std::array<char, INET6_ADDRSTRLEN> host{};
+      if (addr.ss_family == AF_INET) {
+        ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, host.data(), host.size());
+      } else if (addr.ss_family == AF_INET6) {
+        ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, host.data(), host.size());
+      }
+      conn->remote_addr = host.data();
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+      ev.data.ptr = conn.get();
+      if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        ::close(fd);
+        continue;
+      }
+      Connection* raw = conn.get();
+      connections.emplace(raw, std::move(conn));
+      service(*raw, now);  // a client usually sent its request with the handshake's last ACK
+    }
+  }
+
+  void take_returned(Clock::time_point now) {
+    std::uint64_t value = 0;
+    (void)!::read(wake_fd, &value, sizeof value);
+    std::vector<Connection*> back;
+    {
+      std::lock_guard lock(returned_mutex);
+      back.swap(returned);
+    }
+    for (Connection* c : back) {
+      c->in_worker = false;
+      c->last_activity = now;
+      if (c->broken) {
+        close_connection(*c);
+        continue;
+      }
+      service(*c, now);
+    }
+  }
+
+  void sweep(Clock::time_point now) {
+    std::vector<Connection*> expired;
+    for (auto& [ptr, conn] : connections) {
+      if (conn->in_worker) continue;
+      if (conn->draining ? now >= conn->drain_deadline : now - conn->last_activity >= opts.idle_timeout) {
+        expired.push_back(ptr);
+      }
+    }
+    for (Connection* c : expired) close_connection(*c);
+  }
+
+  // ---------------------------------------------------------------- run
+
+  void run() {
+    epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd < 0) {
+      spdlog::error("http: epoll_create1: {}", std::strerror(errno));
+      return;
+    }
+    static char listen_tag = 0;
+    static char wake_tag = 0;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = &listen_tag;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listen_fd, &ev);
+    ev.data.ptr = &wake_tag;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
+
+    const int threads = std::max(1, opts.threads);
+    workers.reserve(static_cast<std::size_t>(threads));
+    for (int i = 0; i < threads; ++i) workers.emplace_back([this] { worker_main(); });
+
+    std::array<epoll_event, 256> events{};
+    auto next_sweep = Clock::now() + std::chrono::seconds(1);
+    while (!server.stopping()) {
+      const int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()), 250);
+      const auto now = Clock::now();
+      for (int i = 0; i < n; ++i) {
+        void* tag = events[i].data.ptr;
+        if (tag == &listen_tag) {
+          accept_all(now);
+        } else if (tag == &wake_tag) {
+          take_returned(now);
+        } else {
+          auto* c = static_cast<Connection*>(tag);
+          if (c->closed) continue;
+          if ((events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) c->readable = true;
+          if (!c->in_worker) service(*c, now);
+        }
+      }
+      graveyard.clear();
+      if (accept_paused && now >= accept_resume) {
+        epoll_event lev{};
+        lev.events = EPOLLIN;
+        lev.data.ptr = &listen_tag;
+        ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listen_fd, &lev);
+        accept_paused = false;
+      }
+      if (now >= next_sweep) {
+        sweep(now);
+        graveyard.clear();
+        next_sweep = now + std::chrono::seconds(1);
+      }
+    }
+    shutdown_all();
+  }
+
+  void shutdown_all() {
+    ::close(listen_fd);
+    listen_fd = -1;
+    {
+      std::lock_guard lock(pool_mutex);
+      pool_stop = true;
+    }
+    pool_cv.notify_all();
+    for (auto& t : workers) t.join();
+    workers.clear();
+    pool_queue.clear();  // unstarted work: its responses release what they hold
+    {
+      std::lock_guard lock(returned_mutex);
+      returned.clear();
+    }
+    for (auto& [ptr, conn] : connections) {
+      if (!conn->closed) ::close(conn->fd);
+    }
+    connections.clear();
+    graveyard.clear();
+    ::close(epoll_fd);
+    epoll_fd = -1;
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+
+HttpServer::HttpServer(HttpServerOptions options)
+    : options_(std::move(options)), loop_(std::make_unique<Loop>(*this)) {}
+
+HttpServer::~HttpServer() {
+  stop();
+  if (loop_->wake_fd >= 0) ::close(loop_->wake_fd);
+}
+
+void HttpServer::route(std::string method, const std::string& pattern, HandlerKind kind, Handler handler) {
+  Route r;
+  r.method = std::move(method);
+  const Segments segs = split_path(pattern);
+  for (std::size_t i = 0; i < segs.count; ++i) r.segments.emplace_back(segs.parts[i]);
+  r.kind = kind;
+  r.handler = std::move(handler);
+  loop_->routes.push_back(std::move(r));
+}
+
+void HttpServer::set_before(std::function<bool(HttpRequest&, HttpResponse&)> hook) {
+  loop_->before = std::move(hook);
+}
+
+void HttpServer::set_error_filler(std::function<void(const HttpRequest&, HttpResponse&)> filler) {
+  loop_->error_filler = std::move(filler);
+}
+
+void HttpServer::set_logger(std::function<void(const HttpRequest&, const HttpResponse&)> logger) {
+  loop_->logger = std::move(logger);
+}
+
+Result<int> HttpServer::bind() {
+  if (loop_->listen_fd >= 0) return make_error("the HTTP server is already bound");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(options_.port);
+  const std::string where = options_.host + ":" + port;
+  if (const int rc = ::getaddrinfo(options_.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return make_error("cannot resolve " + options_.host + ": " + ::gai_strerror(rc));
+  }
+  std::string last_error = "no address";
+  int fd = -1;
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last_error = std::strerror(errno);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0) break;
+    last_error = std::strerror(errno);
+    ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(found);
+  if (fd < 0) return make_error("cannot listen on " + where + ": " + last_error);
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  int bound = options_.port;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  }
+  loop_->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (loop_->wake_fd < 0) {
+    ::close(fd);
+    return make_error(std::string("eventfd: ") + std::strerror(errno));
+  }
+  loop_->listen_fd = fd;
+  return bound;
+}
+
+void HttpServer::run() {
+  if (loop_->listen_fd < 0) {
+    spdlog::error("http: run() called before a successful bind()");
+    return;
+  }
+  if (stopping_.load()) {
+    ::close(loop_->listen_fd);
+    loop_->listen_fd = -1;
+    return;
+  }
+  loop_->run();
+}
+
+void HttpServer::stop() {
+  stopping_.store(true);
+  if (loop_ && loop_->wake_fd >= 0) {
+    const std::uint64_t one = 1;
+    (void)!::write(loop_->wake_fd, &one, sizeof one);
+  }
+}
+
+}  // namespace gpumod::api::http

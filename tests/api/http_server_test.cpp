@@ -1,0 +1,523 @@
+// gpumod's HTTP/1.1 transport (api/http_server.hpp) over raw sockets: keep-alive, pipelining,
+// framing (Content-Length, chunked, neither), limits, streaming, idle connections and stop().
+#include "api/http_server.hpp"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace gpumod::api::http {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kDeadline = 20s;  // generous: only a broken server takes this long
+
+template <typename Pred>
+bool eventually(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return pred();
+}
+
+// An HttpServer on 127.0.0.1 with a few test routes, run on its own thread; stopped and
+// joined on destruction.
+class Server {
+ public:
+  explicit Server(HttpServerOptions opts = {}, const std::function<void(HttpServer&)>& extra = nullptr) {
+    opts.port = 0;
+    server_ = std::make_unique<HttpServer>(opts);
+    // GET /echo?n=X -> "X"; POST /echo -> "<body size>:<body>"
+    server_->route("GET", "/echo", HandlerKind::inline_, [](HttpRequest& req, HttpResponse& res) {
+      res.set_content(req.param("n"), "text/plain");
+    });
+    server_->route("POST", "/echo", HandlerKind::inline_, [](HttpRequest& req, HttpResponse& res) {
+      res.set_content(std::to_string(req.body.size()) + ":" + req.body, "text/plain");
+    });
+    server_->route("GET", "/slow", HandlerKind::blocking, [](HttpRequest& req, HttpResponse& res) {
+      std::this_thread::sleep_for(50ms);
+      res.set_content(req.param("n"), "text/plain");
+    });
+    server_->route("GET", "/items/{}/name", HandlerKind::inline_, [](HttpRequest& req, HttpResponse& res) {
+      res.set_content("item " + req.captures.at(0), "text/plain");
+    });
+    server_->route("DELETE", "/items/{}/name", HandlerKind::blocking,
+                   [](HttpRequest&, HttpResponse& res) { res.status = 204; });
+    server_->route("GET", "/healthz", HandlerKind::inline_,
+                   [](HttpRequest&, HttpResponse& res) { res.set_content("ok", "text/plain"); });
+    server_->set_error_filler([](const HttpRequest& req, HttpResponse& res) {
+      res.set_content("error " + std::to_string(res.status) + " " + req.method + " " + req.path,
+                      "text/plain");
+    });
+    if (extra) extra(*server_);
+    auto port = server_->bind();
+    if (!port) throw std::runtime_error(port.error());
+    port_ = *port;
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  ~Server() { stop_and_join(); }
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  [[nodiscard]] int port() const { return port_; }
+  HttpServer& http() { return *server_; }
+  [[nodiscard]] std::unique_ptr<httplib::Client> client() const {
+    auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    c->set_read_timeout(kDeadline);
+    c->set_connection_timeout(5s);
+    return c;
+  }
+  void stop_and_join() {
+    server_->stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+struct Reply {
+  int status = 0;
+  std::string head;
+  std::string body;
+};
+
+// A raw TCP client that speaks just enough HTTP/1.1 to read answers.
+class Raw {
+ public:
+  explicit Raw(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+  }
+  ~Raw() { close(); }
+  Raw(const Raw&) = delete;
+  Raw& operator=(const Raw&) = delete;
+
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  bool send(const std::string& data) const {
+    return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+  }
+  // Reads more bytes (false on EOF, error or the deadline).
+  bool fill() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(kDeadline).count())) <= 0) return false;
+    char buf[4096];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    buf_.append(buf, static_cast<std::size_t>(n));
+    return true;
+  }
+  // True when the server closed the connection (after what is buffered).
+  bool closed_by_server() {
+    while (fill()) {
+    }
+    return true;
+  }
+  std::optional<std::string> line() {
+    for (;;) {
+      const auto nl = buf_.find("\r\n");
+      if (nl != std::string::npos) {
+        std::string l = buf_.substr(0, nl);
+        buf_.erase(0, nl + 2);
+        return l;
+      }
+      if (!fill()) return std::nullopt;
+    }
+  }
+  std::optional<std::string> take(std::size_t n) {
+    while (buf_.size() < n) {
+      if (!fill()) return std::nullopt;
+    }
+    std::string out = buf_.substr(0, n);
+    buf_.erase(0, n);
+    return out;
+  }
+  // One answer (skipping "100 Continue"); nullopt when the connection ended first.
+  std::optional<Reply> reply() {
+    for (;;) {
+      Reply r;
+      auto status_line = line();
+      if (!status_line) return std::nullopt;
+      r.status = std::stoi(status_line->substr(9, 3));
+      std::optional<std::size_t> length;
+      bool chunked = false;
+      for (;;) {
+        auto l = line();
+        if (!l) return std::nullopt;
+        if (l->empty()) break;
+        r.head += *l + "\n";
+        if (l->rfind("Content-Length: ", 0) == 0) length = std::stoul(l->substr(16));
+        if (*l == "Transfer-Encoding: chunked") chunked = true;
+      }
+      if (r.status == 100) continue;
+      if (chunked) {
+        for (;;) {
+          auto size_line = line();
+          if (!size_line) return std::nullopt;
+          const std::size_t n = std::stoul(*size_line, nullptr, 16);
+          if (n == 0) {
+            line();
+            break;
+          }
+          auto data = take(n);
+          if (!data) return std::nullopt;
+          r.body += *data;
+          line();
+        }
+      } else if (length) {
+        auto data = take(*length);
+        if (!data) return std::nullopt;
+        r.body = *data;
+      }
+      return r;
+    }
+  }
+  [[nodiscard]] int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+TEST(HttpServer, ManyRequestsOnOneKeepAliveConnection) {
+  Server server;
+  Raw c(server.port());
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(c.send("GET /echo?n=" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n\r\n"));
+    auto r = c.reply();
+    ASSERT_TRUE(r) << "request " << i;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, std::to_string(i));
+    EXPECT_EQ(r->head.find("Connection: close"), std::string::npos);
+  }
+}
+
+TEST(HttpServer, PipelinedRequestsAreAnsweredInOrderAcrossInlineAndWorkerHandlers) {
+  Server server;
+  Raw c(server.port());
+  std::string batch;
+  for (const char* p : {"/echo?n=1", "/slow?n=2", "/echo?n=3", "/slow?n=4", "/echo?n=5"}) {
+    batch += std::string("GET ") + p + " HTTP/1.1\r\nHost: t\r\n\r\n";
+  }
+  ASSERT_TRUE(c.send(batch));
+  for (int i = 1; i <= 5; ++i) {
+    auto r = c.reply();
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->body, std::to_string(i));
+  }
+}
+
+TEST(HttpServer, ChunkedRequestBodyIsDecoded) {
+  Server server;
+  Raw c(server.port());
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: y\r\n\r\n"));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "11:hello world");
+  // ... and the connection carries on.
+  ASSERT_TRUE(c.send("GET /echo?n=after HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto next = c.reply();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body, "after");
+}
+
+TEST(HttpServer, APostWithoutLengthHasAnEmptyBody) {
+  Server server;
+  Raw c(server.port());
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "0:");
+}
+
+TEST(HttpServer, AnOversizedContentLengthIs413WithoutSendingTheBody) {
+  HttpServerOptions opts;
+  opts.max_body_bytes = 64;
+  Server server(opts);
+  Raw c(server.port());
+  // Only the head: the answer must not wait for the megabyte.
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n"));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_NE(r->head.find("Connection: close"), std::string::npos);
+  EXPECT_EQ(r->body, "error 413 POST /echo");
+  EXPECT_TRUE(c.closed_by_server());
+}
+
+TEST(HttpServer, AnOversizedChunkedBodyIs413) {
+  HttpServerOptions opts;
+  opts.max_body_bytes = 64;
+  Server server(opts);
+  Raw c(server.port());
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                     std::string("28\r\n") + std::string(40, 'a') + "\r\n28\r\n" + std::string(40, 'b') +
+                     "\r\n0\r\n\r\n"));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_TRUE(c.closed_by_server());
+}
+
+TEST(HttpServer, AMalformedRequestLineIs400AndClosesTheConnection) {
+  Server server;
+  for (const char* bad : {"GARBAGE\r\n\r\n", "GET /echo HTTP/9.9\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n",
+                          "GET /echo HTTP/1.1\r\nno colon here\r\n\r\n",
+                          "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
+    Raw c(server.port());
+    ASSERT_TRUE(c.send(bad));
+    auto r = c.reply();
+    ASSERT_TRUE(r) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+    EXPECT_NE(r->head.find("Connection: close"), std::string::npos);
+    EXPECT_TRUE(c.closed_by_server());
+  }
+}
+
+TEST(HttpServer, OversizedHeadersAre431AndAnOverlongRequestLineIs400) {
+  HttpServerOptions opts;
+  opts.max_header_bytes = 1024;
+  opts.max_line_bytes = 512;
+  Server server(opts);
+  {
+    Raw c(server.port());
+    ASSERT_TRUE(c.send("GET /echo HTTP/1.1\r\nX-Big: " + std::string(2000, 'x') + "\r\n\r\n"));
+    auto r = c.reply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 431);
+  }
+  {
+    Raw c(server.port());
+    ASSERT_TRUE(c.send("GET /echo?n=" + std::string(1000, 'x') + " HTTP/1.1\r\n\r\n"));
+    auto r = c.reply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+  }
+}
+
+TEST(HttpServer, RoutesCaptureSegmentsAndTellWrongMethodFromUnknownPath) {
+  Server server;
+  auto client = server.client();
+  auto r = client->Get("/items/a%20b/name");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "item a b");
+  auto wrong = client->Post("/items/x/name", "", "text/plain");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 405);
+  EXPECT_EQ(wrong->get_header_value("Allow"), "GET, DELETE");
+  auto missing = client->Get("/items//name");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(missing->body, "error 404 GET /items//name");
+}
+
+TEST(HttpServer, Http10GetsItsAnswerAndTheConnectionCloses) {
+  Server server;
+  Raw c(server.port());
+  ASSERT_TRUE(c.send("GET /echo?n=old HTTP/1.0\r\n\r\n"));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "old");
+  EXPECT_TRUE(c.closed_by_server());
+}
+
+TEST(HttpServer, ConnectionCloseIsHonoured) {
+  Server server;
+  Raw c(server.port());
+  ASSERT_TRUE(c.send("GET /slow?n=1 HTTP/1.1\r\nConnection: close\r\n\r\n"));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->head.find("Connection: close"), std::string::npos);
+  EXPECT_TRUE(c.closed_by_server());
+}
+
+TEST(HttpServer, ExpectContinueIsAnswered) {
+  Server server;
+  Raw c(server.port());
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"));
+  auto cont = c.line();
+  ASSERT_TRUE(cont);
+  EXPECT_EQ(*cont, "HTTP/1.1 100 Continue");
+  c.line();
+  ASSERT_TRUE(c.send("abcd"));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "4:abcd");
+}
+
+TEST(HttpServer, IdleKeepAliveConnectionsAndBusyWorkersDoNotDelayHealthz) {
+  std::atomic<bool> release{false};
+  HttpServerOptions opts;
+  opts.threads = 2;
+  Server server(opts, [&release](HttpServer& s) {
+    s.route("GET", "/hold", HandlerKind::blocking, [&release](HttpRequest&, HttpResponse& res) {
+      while (!release.load()) std::this_thread::sleep_for(5ms);
+      res.set_content("held", "text/plain");
+    });
+  });
+  // Eight idle keep-alive connections (more than the two workers) ...
+  std::vector<std::unique_ptr<Raw>> idle;
+  for (int i = 0; i < 8; ++i) {
+    idle.push_back(std::make_unique<Raw>(server.port()));
+    ASSERT_TRUE(idle.back()->send("GET /echo?n=x HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(idle.back()->reply());
+  }
+  // ... and both workers held by requests that wait.
+  std::vector<std::unique_ptr<Raw>> holders;
+  for (int i = 0; i < 2; ++i) {
+    holders.push_back(std::make_unique<Raw>(server.port()));
+    ASSERT_TRUE(holders.back()->send("GET /hold HTTP/1.1\r\n\r\n"));
+  }
+  auto health = server.client()->Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->body, "ok");
+  // The idle connections still work.
+  ASSERT_TRUE(idle[3]->send("GET /echo?n=again HTTP/1.1\r\n\r\n"));
+  auto again = idle[3]->reply();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->body, "again");
+  release.store(true);
+  for (auto& h : holders) {
+    auto r = h->reply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body, "held");
+  }
+}
+
+TEST(HttpServer, AStreamIsChunkedAndAClientThatHangsUpStopsTheProducer) {
+  std::atomic<bool> producer_stopped{false};
+  std::atomic<bool> idle_producer_noticed{false};
+  Server server({}, [&](HttpServer& s) {
+    s.route("GET", "/stream", HandlerKind::inline_, [&](HttpRequest& req, HttpResponse& res) {
+      const int n = std::stoi(req.param("n"));
+      res.content_type = "text/event-stream";
+      res.stream = [n, &producer_stopped](StreamSink& sink) {
+        for (int i = 0; n < 0 || i < n; ++i) {
+          if (!sink.write("data: " + std::to_string(i) + "\n\n")) {
+            producer_stopped.store(true);
+            return false;
+          }
+          std::this_thread::sleep_for(2ms);
+        }
+        return true;
+      };
+    });
+    // A producer that waits between chunks notices the hang-up through cancelled().
+    s.route("GET", "/quiet", HandlerKind::blocking, [&](HttpRequest&, HttpResponse& res) {
+      res.stream = [&idle_producer_noticed](StreamSink& sink) {
+        if (!sink.write("first\n")) return false;
+        const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+        while (std::chrono::steady_clock::now() < deadline) {
+          if (sink.cancelled()) {
+            idle_producer_noticed.store(true);
+            return false;
+          }
+          std::this_thread::sleep_for(5ms);
+        }
+        return true;
+      };
+    });
+  });
+  {
+    Raw c(server.port());
+    ASSERT_TRUE(c.send("GET /stream?n=3 HTTP/1.1\r\n\r\n"));
+    auto r = c.reply();
+    ASSERT_TRUE(r);
+    EXPECT_NE(r->head.find("Transfer-Encoding: chunked"), std::string::npos);
+    EXPECT_EQ(r->body, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    ASSERT_TRUE(c.send("GET /echo?n=next HTTP/1.1\r\n\r\n"));  // the connection is reusable after a stream
+    auto next = c.reply();
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->body, "next");
+  }
+  {
+    Raw c(server.port());
+    ASSERT_TRUE(c.send("GET /stream?n=-1 HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(c.line());  // the status line: the stream runs
+    c.close();
+    EXPECT_TRUE(eventually([&] { return producer_stopped.load(); }));
+  }
+  {
+    Raw c(server.port());
+    ASSERT_TRUE(c.send("GET /quiet HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(c.line());
+    c.close();
+    EXPECT_TRUE(eventually([&] { return idle_producer_noticed.load(); }));
+  }
+}
+
+TEST(HttpServer, StopReturnsWithIdleAndBusyConnectionsOpen) {
+  std::atomic<bool> handler_running{false};
+  std::atomic<bool> handler_saw_stop{false};
+  HttpServer* raw_server = nullptr;
+  HttpServerOptions opts;
+  opts.threads = 2;
+  Server server(opts, [&](HttpServer& s) {
+    raw_server = &s;
+    s.route("GET", "/busy", HandlerKind::blocking, [&](HttpRequest&, HttpResponse& res) {
+      handler_running.store(true);
+      while (!raw_server->stopping()) std::this_thread::sleep_for(5ms);
+      handler_saw_stop.store(true);
+      res.status = 503;
+    });
+  });
+  std::vector<std::unique_ptr<Raw>> idle;
+  for (int i = 0; i < 4; ++i) {
+    idle.push_back(std::make_unique<Raw>(server.port()));
+    ASSERT_TRUE(idle.back()->send("GET /echo?n=x HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(idle.back()->reply());
+  }
+  Raw half(server.port());
+  ASSERT_TRUE(half.send("GET /echo?n=x HTTP/1.1\r\nHost:"));  // stuck mid-request
+  Raw busy(server.port());
+  ASSERT_TRUE(busy.send("GET /busy HTTP/1.1\r\n\r\n"));
+  Raw queued(server.port());
+  ASSERT_TRUE(queued.send("GET /busy HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(eventually([&] { return handler_running.load(); }));
+  server.stop_and_join();  // must return (the test's timeout catches a hang)
+  EXPECT_TRUE(handler_saw_stop.load());
+  EXPECT_TRUE(idle[0]->closed_by_server());
+  EXPECT_TRUE(busy.closed_by_server());
+}
+
+TEST(HttpServer, StopBeforeRunMakesRunReturn) {
+  HttpServer s(HttpServerOptions{});
+  ASSERT_TRUE(s.bind().ok());
+  s.stop();
+  std::thread t([&s] { s.run(); });
+  t.join();
+}
+
+}  // namespace
+}  // namespace gpumod::api::http
