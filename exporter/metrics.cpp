@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -299,6 +300,33 @@ struct Metrics::Impl {
     }
   }
 
+  // A series of a service that carries only the svc label, with its family (and buckets for a
+  // histogram). add_service creates and remove_service removes exactly the rows of these
+  // tables, so a family added to a service is also removed with it.
+  template <typename T>
+  struct SvcSlot {
+    Family<T>& family;
+    T*& series;
+  };
+  struct SvcHistogramSlot {
+    Family<Histogram>& family;
+    Histogram*& series;
+    const Histogram::BucketBoundaries& buckets;
+  };
+  std::array<SvcSlot<Gauge>, 2> svc_gauges(ServiceSeries& s) {
+    return {{{svc_declared, s.declared}, {svc_leases, s.leases}}};
+  }
+  std::array<SvcSlot<Counter>, 4> svc_counters(ServiceSeries& s) {
+    return {{{svc_starts, s.starts},
+             {svc_start_failures, s.start_failures},
+             {svc_sleeps, s.sleeps},
+             {svc_wakes, s.wakes}}};
+  }
+  std::array<SvcHistogramSlot, 2> svc_histograms(ServiceSeries& s) {
+    return {{{svc_start_seconds, s.start_seconds, start_buckets()},
+             {svc_wake_seconds, s.wake_seconds, wake_buckets()}}};
+  }
+
   void add_service(const std::string& svc) {
     ServiceSeries s;
     const Labels l = {{"svc", svc}};
@@ -307,17 +335,12 @@ struct Metrics::Impl {
     }
     s.current_state = "stopped";
     s.state["stopped"]->Set(1);
-    s.declared = &svc_declared.Add(l);
-    s.starts = &svc_starts.Add(l);
-    s.start_failures = &svc_start_failures.Add(l);
-    s.start_seconds = &svc_start_seconds.Add(l, start_buckets());
-    s.wake_seconds = &svc_wake_seconds.Add(l, wake_buckets());
-    s.sleeps = &svc_sleeps.Add(l);
-    s.wakes = &svc_wakes.Add(l);
+    for (auto& slot : svc_gauges(s)) slot.series = &slot.family.Add(l);
+    for (auto& slot : svc_counters(s)) slot.series = &slot.family.Add(l);
+    for (auto& slot : svc_histograms(s)) slot.series = &slot.family.Add(l, slot.buckets);
     for (const auto& action : eviction_actions()) {
       s.evictions[action] = &svc_evictions.Add({{"svc", svc}, {"action", action}});
     }
-    s.leases = &svc_leases.Add(l);
     // Codes are open-ended; the success series of each endpoint exist from the start so that
     // a request rate is visible from the first request.
     for (const auto& endpoint : proxy_endpoints()) {
@@ -329,16 +352,11 @@ struct Metrics::Impl {
 
   void remove_service(ServiceSeries& s) {
     for (auto& [state, g] : s.state) svc_state.Remove(g);
-    svc_declared.Remove(s.declared);
     if (s.measured != nullptr) svc_measured.Remove(s.measured);
-    svc_starts.Remove(s.starts);
-    svc_start_failures.Remove(s.start_failures);
-    svc_start_seconds.Remove(s.start_seconds);
-    svc_wake_seconds.Remove(s.wake_seconds);
-    svc_sleeps.Remove(s.sleeps);
-    svc_wakes.Remove(s.wakes);
+    for (auto& slot : svc_gauges(s)) slot.family.Remove(slot.series);
+    for (auto& slot : svc_counters(s)) slot.family.Remove(slot.series);
+    for (auto& slot : svc_histograms(s)) slot.family.Remove(slot.series);
     for (auto& [action, c] : s.evictions) svc_evictions.Remove(c);
-    svc_leases.Remove(s.leases);
     for (auto& [key, c] : s.proxied) proxy_requests.Remove(c);
   }
 
