@@ -468,12 +468,12 @@ std::string summary_tables(const std::vector<RunResult>& runs) {
       << table_row("NVML sample spacing at the free moment",
                    summarize(column(runs, "sleep", &RunResult::watch_gap_ms)), 2)
       << "\n"
-      << "\n### SIGTERM, then the sleeping service wakes (wait end from the histogram)\n\n"
+      << "\n### SIGTERM, then the sleeping service wakes\n\n"
       << head
       << table_row("SIGTERM → NVML shows the memory free",
                    summarize(column(runs, "sigterm+wake", &RunResult::evict_to_nvml_free_ms)))
       << "\n"
-      << table_row("NVML free → gpumod noticed (stop log + histogram)",
+      << table_row("NVML free → gpumod noticed (release wait ended)",
                    summarize(column(runs, "sigterm+wake", &RunResult::nvml_free_to_notice_ms)))
       << "\n"
       << table_row("gpumod release wait (histogram)",
