@@ -32,12 +32,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Stop taking new requests off a connection whose answers pile up unread.
-constexpr std::size_t kMaxOutputBacklog = 1024 * 1024;
-constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kMaxOutputBacklog = std::size_t{1024} * 1024;
+constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
 // After an answer that closes the connection, what the client still sends is read and dropped
 // for this long, so the close does not turn into a reset that destroys the answer in flight.
 constexpr auto kLingerDrain = std::chrono::seconds(2);
-constexpr std::size_t kLingerDrainMaxBytes = 16 * 1024 * 1024;
+constexpr std::size_t kLingerDrainMaxBytes = std::size_t{16} * 1024 * 1024;
 constexpr auto kPollSlice = std::chrono::milliseconds(100);
 
 bool is_token_char(char c) {
@@ -776,11 +776,10 @@ struct HttpServer::Loop {
       } catch (const std::exception& e) {
         spdlog::error("http: stream producer for {} threw: {}", item.req.path, e.what());
       }
-      if (!complete || sink.failed()) {
-        c.broken = true;
-      } else if (!item.req.http10 && !write_all(c.fd, "0\r\n\r\n", opts.write_timeout, server.stopping_)) {
-        c.broken = true;
-      }
+      // A complete HTTP/1.1 stream ends with the last chunk; anything else closes the connection.
+      const bool ended = complete && !sink.failed() && !item.req.http10 &&
+                         write_all(c.fd, "0\r\n\r\n", opts.write_timeout, server.stopping_);
+      if (!ended) c.broken = true;
     }
     log_answer(item.req, res);
   }

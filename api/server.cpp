@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <utility>
 #include <vector>
 
@@ -527,6 +528,9 @@ Result<int> ApiServer::bind() {
         "(every control endpoint then requires 'Authorization: Bearer <token>') or listen on 127.0.0.1");
   }
   if (impl_->bound) return make_error("the API server is already bound");
+  // The server's own writes use MSG_NOSIGNAL; the proxy's upstream client is httplib's, so a
+  // service that hangs up mid-request must not kill the daemon with SIGPIPE either.
+  std::signal(SIGPIPE, SIG_IGN);
   auto port = impl_->server->bind();
   if (!port) {
     return make_error("cannot listen on " + opts.host + ":" + std::to_string(opts.port) + " (" +

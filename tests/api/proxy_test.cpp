@@ -59,6 +59,7 @@ class Upstream {
         last_body_ = req.body;
         last_request_id_ = req.get_header_value("X-Request-Id");
         last_authorization_ = req.get_header_value("Authorization");
+        remote_ports_.push_back(req.remote_port);
       }
       auto body = json::parse(req.body);
       if (body.value("stream", false)) {
@@ -102,6 +103,11 @@ class Upstream {
     std::lock_guard lock(mutex_);
     return last_authorization_;
   }
+  // The client port of each call: the same port twice means one kept-alive connection.
+  std::vector<int> remote_ports() {
+    std::lock_guard lock(mutex_);
+    return remote_ports_;
+  }
   // Chunk 2 is sent only after this is called: proves chunk 1 travelled on its own.
   void release_chunks() { chunk_gate_.store(true); }
   // Endless mode: keep sending events until the writer fails (the client went away).
@@ -140,6 +146,7 @@ class Upstream {
   std::thread thread_;
   std::mutex mutex_;
   std::string last_body_, last_request_id_, last_authorization_;
+  std::vector<int> remote_ports_;
   std::atomic<bool> chunk_gate_{false};
 };
 
@@ -187,6 +194,29 @@ TEST(Proxy, ForwardsTheBodyAndReturnsTheUpstreamAnswerThenReleasesTheLease) {
   EXPECT_EQ(server.control().proxied()[0].service, "qwen3-coder");
   EXPECT_EQ(server.control().proxied()[0].endpoint, "/v1/chat/completions");
   EXPECT_EQ(server.control().proxied()[0].code, 200);
+}
+
+TEST(Proxy, ConsecutiveCallsReuseOneUpstreamConnection) {
+  Upstream upstream;
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  auto client = server.client();
+  for (int i = 0; i < 3; ++i) {
+    auto r = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  // A stream that ran to its end leaves its connection reusable too.
+  upstream.release_chunks();
+  auto s = client->Post("/v1/chat/completions", R"({"model":"coder","stream":true})", "application/json");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->body, "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: [DONE]\n\n");
+  auto ports = upstream.remote_ports();
+  ASSERT_EQ(ports.size(), 4U);
+  EXPECT_EQ(ports[1], ports[0]);
+  EXPECT_EQ(ports[2], ports[0]);
+  EXPECT_EQ(ports[3], ports[0]);
+  EXPECT_EQ(server.control().released().size(), 4U);
 }
 
 TEST(Proxy, AnAliasIsRewrittenToTheServedModelId) {
