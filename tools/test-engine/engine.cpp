@@ -544,8 +544,8 @@ std::optional<Engine::V1Request> Engine::parse_v1_request(const httplib::Request
 
 namespace {
 
-// One streamed reply, produced chunk by chunk as the client reads (a 100,000-token stream is
-// never held in memory as text).
+// One streamed reply; each SSE chunk is made when the client is ready for it, so a
+// 100,000-token stream never holds all its JSON at once.
 struct ToyStream {
   std::vector<std::string> words;
   std::string id;
