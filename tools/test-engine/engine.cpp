@@ -10,6 +10,9 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <string_view>
+#include <thread>
+#include <vector>
 
 namespace gpumod::engine {
 
@@ -22,7 +25,7 @@ constexpr std::size_t kEmbeddingDims = 16;
 // already far more than a benchmark needs; larger values are refused, not silently cut).
 constexpr std::int64_t kMaxReplyTokens = 100000;
 
-void send_json(httplib::Response& res, int status, const json& body) {
+void send_json(api::http::HttpResponse& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), "application/json");
 }
@@ -95,7 +98,48 @@ std::string string_field(const std::string& body_text, const char* key) {
   return it != body.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-void send_model_not_found(httplib::Response& res, const std::string& model) {
+// Decodes %XX and '+' of one query component; a malformed escape is kept as it is.
+std::string decode_component(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out += ' ';
+    } else if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2]));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+// Every value of query parameter `name` in a request target, in order.
+std::vector<std::string> query_values(std::string_view target, std::string_view name) {
+  std::vector<std::string> values;
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return values;
+  std::string_view rest = target.substr(q + 1);
+  if (const auto hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    const auto eq = pair.find('=');
+    if (decode_component(pair.substr(0, eq)) != name) continue;
+    values.push_back(eq == std::string_view::npos ? std::string() : decode_component(pair.substr(eq + 1)));
+  }
+  return values;
+}
+
+void send_model_not_found(api::http::HttpResponse& res, const std::string& model) {
   send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
 }
 
@@ -144,7 +188,8 @@ long long now_seconds() {
 
 }  // namespace
 
-Engine::Engine(Options options, Memory& memory) : options_(std::move(options)), memory_(memory) {
+Engine::Engine(Options options, Memory& memory, std::chrono::steady_clock::time_point started)
+    : options_(std::move(options)), memory_(memory), started_(started) {
   for (const auto& m : options_.models) models_[m] = RouterModelState{};
   if (options_.protocol == Protocol::router) ready_ = true;  // a router answers at once
 }
@@ -189,6 +234,11 @@ bool Engine::stop_within(std::chrono::milliseconds d) {
   return cv_.wait_for(lock, d, [&] { return stopping_; });
 }
 
+bool Engine::stop_before(std::chrono::steady_clock::time_point t) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_until(lock, t, [&] { return stopping_; });
+}
+
 void Engine::join_loaders() {
   std::vector<std::thread> loaders;
   {
@@ -216,13 +266,13 @@ bool Engine::load() {
     ::_exit(1);
   }
   if (options_.crash_on_load) {
-    if (stop_within(options_.load / 2)) return false;
+    if (stop_before(started_ + options_.load / 2)) return false;
     std::fprintf(stderr, "gpumod-test-engine: crashed while loading %s (--crash-on-load)\n",
                  options_.model.c_str());
     std::fflush(stderr);
     ::_exit(1);  // like a real crash: no cleanup, the charge lingers until the probe sees the pid gone
   }
-  if (stop_within(options_.load)) return false;
+  if (stop_before(started_ + options_.load)) return false;
   if (!options_.never_healthy) {
     std::lock_guard lock(mu_);
     ready_ = true;
@@ -232,29 +282,38 @@ bool Engine::load() {
   return true;
 }
 
-void Engine::install(httplib::Server& server) {
-  using httplib::Request;
-  using httplib::Response;
-  server.Get("/health", [this](const Request& q, Response& s) { health(q, s); });
-  server.Get("/v1/models", [this](const Request& q, Response& s) { v1_models(q, s); });
-  server.Post("/v1/chat/completions", [this](const Request& q, Response& s) { v1_generate(q, s, true); });
-  server.Post("/v1/completions", [this](const Request& q, Response& s) { v1_generate(q, s, false); });
-  server.Post("/v1/embeddings", [this](const Request& q, Response& s) { v1_embeddings(q, s); });
+void Engine::install(api::http::HttpServer& server) {
+  using api::http::HandlerKind;
+  // Handlers that only read state answer on the server's loop thread; those that wait
+  // (--wake-ms), charge or free memory (files, CUDA) run on its workers. A streamed reply
+  // always runs on a worker (the server moves it there).
+  auto add = [&server](const char* method, const char* path, HandlerKind kind, auto handler) {
+    server.route(method, path, kind, [handler](Request& q, Response& s) { handler(q, s); });
+  };
+  const auto fast = HandlerKind::inline_;
+  const auto slow = HandlerKind::blocking;
+  add("GET", "/health", fast, [this](const Request& q, Response& s) { health(q, s); });
+  add("GET", "/v1/models", fast, [this](const Request& q, Response& s) { v1_models(q, s); });
+  add("POST", "/v1/chat/completions", fast,
+      [this](const Request& q, Response& s) { v1_generate(q, s, true); });
+  add("POST", "/v1/completions", fast, [this](const Request& q, Response& s) { v1_generate(q, s, false); });
+  add("POST", "/v1/embeddings", fast, [this](const Request& q, Response& s) { v1_embeddings(q, s); });
   if (options_.protocol == Protocol::vllm) {
-    server.Post("/sleep", [this](const Request& q, Response& s) { vllm_sleep(q, s); });
-    server.Post("/wake_up", [this](const Request& q, Response& s) { vllm_wake(q, s); });
-    server.Get("/is_sleeping", [this](const Request& q, Response& s) { vllm_is_sleeping(q, s); });
-    server.Post("/collective_rpc", [this](const Request& q, Response& s) { vllm_collective_rpc(q, s); });
-    server.Post("/reset_prefix_cache", [](const Request&, Response& s) { s.status = 200; });
+    add("POST", "/sleep", slow, [this](const Request& q, Response& s) { vllm_sleep(q, s); });
+    add("POST", "/wake_up", slow, [this](const Request& q, Response& s) { vllm_wake(q, s); });
+    add("GET", "/is_sleeping", fast, [this](const Request& q, Response& s) { vllm_is_sleeping(q, s); });
+    add("POST", "/collective_rpc", slow,
+        [this](const Request& q, Response& s) { vllm_collective_rpc(q, s); });
+    add("POST", "/reset_prefix_cache", fast, [](const Request&, Response& s) { s.status = 200; });
   }
   if (options_.protocol == Protocol::router) {
-    server.Get("/models", [this](const Request& q, Response& s) { router_models(q, s); });
-    server.Post("/models/load", [this](const Request& q, Response& s) { router_load(q, s); });
-    server.Post("/models/unload", [this](const Request& q, Response& s) { router_unload(q, s); });
+    add("GET", "/models", fast, [this](const Request& q, Response& s) { router_models(q, s); });
+    add("POST", "/models/load", slow, [this](const Request& q, Response& s) { router_load(q, s); });
+    add("POST", "/models/unload", slow, [this](const Request& q, Response& s) { router_unload(q, s); });
   }
 }
 
-void Engine::health(const httplib::Request&, httplib::Response& res) {
+void Engine::health(const Request&, Response& res) {
   std::lock_guard lock(mu_);
   if (ready_) {
     send_json(res, 200, json{{"status", "ok"}});
@@ -263,8 +322,8 @@ void Engine::health(const httplib::Request&, httplib::Response& res) {
   }
 }
 
-void Engine::vllm_sleep(const httplib::Request& req, httplib::Response& res) {
-  const std::string level_text = req.has_param("level") ? req.get_param_value("level") : "1";
+void Engine::vllm_sleep(const Request& req, Response& res) {
+  const std::string level_text = req.has_param("level") ? req.param("level") : "1";
   if (level_text != "1" && level_text != "2") {
     send_json(res, 400, json{{"error", "level must be 1 or 2, got " + level_text}});
     return;
@@ -293,14 +352,15 @@ void Engine::vllm_sleep(const httplib::Request& req, httplib::Response& res) {
   res.status = 200;
 }
 
-void Engine::vllm_wake(const httplib::Request& req, httplib::Response& res) {
+void Engine::vllm_wake(const Request& req, Response& res) {
   bool wake_weights = true;
   bool wake_kv = true;
-  const auto ntags = req.get_param_value_count("tags");
-  if (ntags > 0) {
+  // vLLM takes the parameter repeated (?tags=weights&tags=kv_cache); HttpRequest::query
+  // keeps only the last value of a name, so the tags are read from the target.
+  const auto tags = query_values(req.target, "tags");
+  if (!tags.empty()) {
     wake_weights = wake_kv = false;
-    for (std::size_t i = 0; i < ntags; ++i) {
-      const auto tag = req.get_param_value("tags", i);
+    for (const auto& tag : tags) {
       if (tag == "weights") {
         wake_weights = true;
       } else if (tag == "kv_cache") {
@@ -346,12 +406,12 @@ void Engine::vllm_wake(const httplib::Request& req, httplib::Response& res) {
   res.status = 200;
 }
 
-void Engine::vllm_is_sleeping(const httplib::Request&, httplib::Response& res) {
+void Engine::vllm_is_sleeping(const Request&, Response& res) {
   std::lock_guard lock(mu_);
   send_json(res, 200, json{{"is_sleeping", !(weights_awake_ && kv_awake_)}});
 }
 
-void Engine::vllm_collective_rpc(const httplib::Request& req, httplib::Response& res) {
+void Engine::vllm_collective_rpc(const Request& req, Response& res) {
   const std::string method = string_field(req.body, "method");
   if (method != "reload_weights") {
     send_json(res, 400, json{{"error", "unsupported collective_rpc method '" + method + "'"}});
@@ -366,7 +426,7 @@ void Engine::vllm_collective_rpc(const httplib::Request& req, httplib::Response&
   send_json(res, 200, json{{"results", json::array({nullptr})}});
 }
 
-void Engine::router_models(const httplib::Request&, httplib::Response& res) {
+void Engine::router_models(const Request&, Response& res) {
   std::lock_guard lock(mu_);
   json data = json::array();
   for (const auto& [id, st] : models_) {
@@ -397,7 +457,7 @@ void Engine::router_models(const httplib::Request&, httplib::Response& res) {
   send_json(res, 200, json{{"object", "list"}, {"data", data}});
 }
 
-void Engine::router_load(const httplib::Request& req, httplib::Response& res) {
+void Engine::router_load(const Request& req, Response& res) {
   const std::string model = string_field(req.body, "model");
   std::lock_guard lock(mu_);
   const auto it = models_.find(model);
@@ -441,7 +501,7 @@ void Engine::router_load_worker(const std::string& model) {
   models_[model].status = ModelStatus::loaded;
 }
 
-void Engine::router_unload(const httplib::Request& req, httplib::Response& res) {
+void Engine::router_unload(const Request& req, Response& res) {
   const std::string model = string_field(req.body, "model");
   {
     std::lock_guard lock(mu_);
@@ -461,7 +521,7 @@ void Engine::router_unload(const httplib::Request& req, httplib::Response& res) 
   send_json(res, 200, json{{"success", true}});
 }
 
-void Engine::v1_models(const httplib::Request& req, httplib::Response& res) {
+void Engine::v1_models(const Request& req, Response& res) {
   if (options_.protocol == Protocol::router) {
     router_models(req, res);
     return;
@@ -476,7 +536,7 @@ void Engine::v1_models(const httplib::Request& req, httplib::Response& res) {
                               {"created", now_seconds()}}})}});
 }
 
-bool Engine::check_model(const std::string& model, httplib::Response& res) {
+bool Engine::check_model(const std::string& model, Response& res) {
   std::lock_guard lock(mu_);
   if (options_.protocol == Protocol::router) {
     const auto it = models_.find(model);
@@ -516,7 +576,7 @@ bool Engine::check_model(const std::string& model, httplib::Response& res) {
   return true;
 }
 
-std::optional<Engine::V1Request> Engine::parse_v1_request(const httplib::Request& req, httplib::Response& res,
+std::optional<Engine::V1Request> Engine::parse_v1_request(const Request& req, Response& res,
                                                           const char* required_field) {
   V1Request parsed;
   parsed.body = json::parse(req.body, nullptr, false);
@@ -578,7 +638,7 @@ struct ToyStream {
 
 }  // namespace
 
-void Engine::v1_generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+void Engine::v1_generate(const Request& req, Response& res, bool chat) {
   auto parsed = parse_v1_request(req, res);
   if (!parsed) return;
   const json& body = parsed->body;
@@ -632,18 +692,17 @@ void Engine::v1_generate(const httplib::Request& req, httplib::Response& res, bo
   toy->created = now_seconds();
   toy->chat = chat;
   const auto gap = options_.stream_gap;
-  res.set_chunked_content_provider("text/event-stream", [toy, gap](std::size_t, httplib::DataSink& sink) {
-    if (toy->finished()) {
-      sink.done();
-      return true;
+  res.content_type = "text/event-stream";
+  res.stream = [toy = std::move(toy), gap](api::http::StreamSink& sink) {
+    while (!toy->finished()) {
+      if (toy->next > 0 && gap.count() > 0) std::this_thread::sleep_for(gap);
+      if (!sink.write(toy->take())) return false;  // the client left or the engine is stopping
     }
-    if (toy->next > 0 && gap.count() > 0) std::this_thread::sleep_for(gap);
-    const std::string chunk = toy->take();
-    return sink.write(chunk.data(), chunk.size());
-  });
+    return true;
+  };
 }
 
-void Engine::v1_embeddings(const httplib::Request& req, httplib::Response& res) {
+void Engine::v1_embeddings(const Request& req, Response& res) {
   auto parsed = parse_v1_request(req, res, "input");
   if (!parsed) return;
   std::vector<std::string> inputs;

@@ -2,9 +2,9 @@
 // (single and router) and vLLM sleep protocols with toy outputs and charges the simulated
 // GPU (and real VRAM when built with CUDA on a GPU machine). For tests and the demo only;
 // it is not a model server. See docs/engine.md.
-#include <httplib.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "api/http_server.hpp"
 #include "backends/gpu_probe.hpp"
 #include "tools/test-engine/engine.hpp"
 #include "tools/test-engine/engine_memory.hpp"
@@ -38,7 +39,7 @@ int gpu_index() {
   }
 }
 
-int run(const Options& options) {
+int run(const Options& options, std::chrono::steady_clock::time_point started) {
   // Signals are taken by one thread with sigwait, so no handler runs inside a library call.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -61,7 +62,7 @@ int run(const Options& options) {
 
   gpumod::engine::ChargeKeeper charge(sim_dir, gpu_index(), options.release_lag);
   gpumod::engine::Memory memory(charge, real_device);
-  Engine engine(options, memory);
+  Engine engine(options, memory, started);
 
   std::thread signals([&engine, stop_signals] {
     int sig = 0;
@@ -70,19 +71,23 @@ int run(const Options& options) {
   });
   signals.detach();
 
-  httplib::Server server;
-  server.set_tcp_nodelay(true);  // answer without Nagle delays, like the real servers
+  gpumod::api::http::HttpServerOptions http;
+  http.host = options.host;
+  http.port = options.port;
+  // Like the servers it stands in for (llama-server, uvicorn): idle keep-alive connections
+  // are closed after 5 s; request bodies are not capped in practice.
+  http.idle_timeout = std::chrono::seconds(5);
+  http.max_body_bytes = std::int64_t{1} << 30;
+  gpumod::api::http::HttpServer server(http);  // sets TCP_NODELAY on every connection
   engine.install(server);
   std::thread serving;
   auto start_serving = [&]() -> bool {
-    if (!server.bind_to_port(options.host, options.port)) {
-      std::fprintf(stderr, "gpumod-test-engine: cannot listen on %s:%d\n", options.host.c_str(),
-                   options.port);
+    // Once bound the port accepts connections (the kernel queues them until run() reads).
+    if (auto bound = server.bind(); !bound) {
+      std::fprintf(stderr, "gpumod-test-engine: %s\n", bound.error().c_str());
       return false;
     }
-    serving = std::thread([&server] { server.listen_after_bind(); });
-    while (!server.is_running() && !engine.stopping())
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    serving = std::thread([&server] { server.run(); });
     return true;
   };
 
@@ -110,6 +115,7 @@ int run(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const auto started = std::chrono::steady_clock::now();  // --load-ms counts from here
   const std::vector<std::string> args(argv, argv + argc);
   if (args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
     std::fputs(gpumod::engine::usage().c_str(), stdout);
@@ -121,5 +127,5 @@ int main(int argc, char** argv) {
                  gpumod::engine::usage().c_str());
     return 2;
   }
-  return run(*options);
+  return run(*options, started);
 }
