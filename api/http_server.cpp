@@ -137,7 +137,8 @@ struct Connection {
   std::size_t in_pos = 0;
   bool in_worker = false;
   bool closed = false;
-  bool readable = true;  // edge-triggered: the kernel may hold unread bytes
+  bool readable = true;      // edge-triggered: the kernel may hold unread bytes
+  bool hangup_seen = false;  // an event reported EPOLLRDHUP / EPOLLHUP / EPOLLERR
   bool peer_closed = false;
   bool draining = false;
   std::size_t drained_bytes = 0;
@@ -840,6 +841,13 @@ struct HttpServer::Loop {
         } else {
           c.in.append(buf.data(), static_cast<std::size_t>(n));
         }
+        // A short read emptied the socket: data arriving later raises a new edge, so skip the
+        // recv() that would only say EAGAIN (one syscall per request). Not after a hang-up
+        // event, whose EOF would raise no new edge.
+        if (static_cast<std::size_t>(n) < buf.size() && !c.hangup_seen) {
+          c.readable = false;
+          break;
+        }
         continue;
       }
       if (n == 0) {
@@ -997,7 +1005,9 @@ struct HttpServer::Loop {
         } else {
           auto* c = static_cast<Connection*>(tag);
           if (c->closed) continue;
-          if ((events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) c->readable = true;
+          const auto what = events[i].events;
+          if ((what & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) c->readable = true;
+          if ((what & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) c->hangup_seen = true;
           if (!c->in_worker) service(*c, now);
         }
       }

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/buffered_log_sink.hpp"
 #include "api/server.hpp"
 #include "backends/command.hpp"
 #include "backends/driver.hpp"
@@ -117,8 +118,11 @@ void setup_logging(const std::string& level) {
   std::shared_ptr<spdlog::logger> logger;
   if (stderr_is_journal()) {
     logger = std::make_shared<spdlog::logger>("gpumod", std::make_shared<spdlog::sinks::systemd_sink_mt>());
-  } else {
+  } else if (isatty(STDERR_FILENO) != 0) {
     logger = spdlog::stderr_color_mt("gpumod");
+  } else {
+    // A file or pipe: buffered, since the API logs a line per request (api/buffered_log_sink.hpp).
+    logger = std::make_shared<spdlog::logger>("gpumod", api::make_buffered_stderr_sink());
   }
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level));

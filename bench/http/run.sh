@@ -5,52 +5,50 @@
 # even on failure or Ctrl-C.
 #
 #   1. Fast path: POST /request for a model that is already ready, under wrk (req/s, p50, p99),
-#      at several connection counts, with the daemon's default log level (info: one line per
-#      request) and with --log-level warn.
+#      with 1 and 2 wrk threads at several connection counts.
 #   2. Proxy overhead: POST /v1/chat/completions through gpumod vs. the same call straight to the
 #      engine, interleaved pair by pair in one run (median and p99 of the added latency), and the
-#      streaming throughput ratio (SSE events/s and bytes/s, proxy / direct).
+#      streaming throughput ratio (SSE events/s and bytes/s, proxy / direct) on zero-gap streams
+#      of STREAM_TOKENS chunks each (engine --stream-gap-ms 0, request max_tokens).
 #   3. Scheduler overhead: time from POST /request to 200 minus the engine's --load-ms, for a cold
 #      load onto an empty GPU and for a swap (the other model must be stopped first; sim release
-#      lag 0), with the default polling intervals and with 5 ms polling.
+#      lag 0).
 #
 # Variants (one daemon each, run one after the other):
-#   as-built   the binaries as they are, default polling, log level info
-#   nodelay    the same binaries with nodelay_preload.so preloaded into gpumod and its engines
-#              (TCP_NODELAY on every socket: what httplib's set_tcp_nodelay(true) would give)
-#   nodelay-5ms  as nodelay, with 5 ms health/VRAM polling and --log-level warn
+#   default   default polling (health 50 ms, VRAM 20 ms), log level info (a line per request)
+#   fast      5 ms health/VRAM polling, --log-level warn
 #
 # Usage: bench/http/run.sh            (from anywhere; the repo is found from this file)
 # Environment (all optional):
 #   BUILD_DIR     Release build directory (default <repo>/build-bench)
 #   NO_BUILD=1    use the binaries already in BUILD_DIR
-#   WRK_CONNS     connection counts for the fast path (default "1 8 16 64")
+#   WRK_CONNS     connection counts for the fast path (default "1 16 64")
+#   WRK_THREADS   wrk thread counts (default "1 2")
 #   WRK_DURATION  per wrk run (default 5s);  WRK_REPEAT  runs per count (default 3)
-#   LAT_N         request pairs for the proxy latency (default 2000; the as-built variant uses
-#                 LAT_N_ASBUILT, default 200, as each of its calls waits ~40 ms)
-#   STREAM_CLIENTS, STREAM_PER, STREAM_ROUNDS   streaming phases (default 8, 25, 4)
-#   VARIANTS      which variants to run (default "as-built nodelay nodelay-5ms")
+#   LAT_N         request pairs for the proxy latency (default 2000)
+#   STREAM_CLIENTS, STREAM_PER, STREAM_ROUNDS, STREAM_TOKENS   streaming (default 8, 10, 4, 500)
+#   VARIANTS      which variants to run (default "default fast")
 #   LOAD_MS       the engine's load time (default 200);  LOAD_RUNS  cold loads and swaps each (default 20)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
-WRK_CONNS=${WRK_CONNS:-"1 8 16 64"}
+WRK_CONNS=${WRK_CONNS:-"1 16 64"}
+WRK_THREADS=${WRK_THREADS:-"1 2"}
 WRK_DURATION=${WRK_DURATION:-5s}
 WRK_REPEAT=${WRK_REPEAT:-3}
 LAT_N=${LAT_N:-2000}
-LAT_N_ASBUILT=${LAT_N_ASBUILT:-200}
 STREAM_CLIENTS=${STREAM_CLIENTS:-8}
-STREAM_PER=${STREAM_PER:-25}
-VARIANTS=${VARIANTS:-"as-built nodelay nodelay-5ms"}
+STREAM_PER=${STREAM_PER:-10}
 STREAM_ROUNDS=${STREAM_ROUNDS:-4}
+STREAM_TOKENS=${STREAM_TOKENS:-500}
+VARIANTS=${VARIANTS:-"default fast"}
 LOAD_MS=${LOAD_MS:-200}
 LOAD_RUNS=${LOAD_RUNS:-20}
 
 GPUMOD=$BUILD_DIR/app/gpumod
 ENGINE=$BUILD_DIR/tools/test-engine/gpumod-test-engine
 PROBE=$BUILD_DIR/http/http_probe
-SHIM=$BUILD_DIR/http/nodelay_preload.so
 
 log() { echo "[httpbench] $*" >&2; }
 
@@ -67,11 +65,8 @@ if [[ -z ${NO_BUILD:-} ]]; then
     g++ -std=c++20 -O2 -Wall -Wextra -Werror "$ROOT/bench/http/http_probe.cpp" \
       $(pkg-config --cflags --libs cpp-httplib) -pthread -o "$PROBE"
   fi
-  if [[ ! -f $SHIM || $ROOT/bench/http/nodelay_preload.c -nt $SHIM ]]; then
-    gcc -shared -fPIC -O2 -Wall -Wextra -Werror "$ROOT/bench/http/nodelay_preload.c" -ldl -o "$SHIM"
-  fi
 fi
-for bin in "$GPUMOD" "$ENGINE" "$PROBE" "$SHIM"; do
+for bin in "$GPUMOD" "$ENGINE" "$PROBE"; do
   [[ -x $bin ]] || { log "missing $bin (build it, or unset NO_BUILD)"; exit 1; }
 done
 command -v wrk >/dev/null || { log "wrk not found (Debian package wrk)"; exit 1; }
@@ -129,7 +124,7 @@ trap 'exit 130' INT TERM
 mapfile -t PORTS < <("$PROBE" ports --n 5)
 PORT_FAST=${PORTS[0]} PORT_COLD=${PORTS[1]} PORT_A=${PORTS[2]} PORT_B=${PORTS[3]}
 
-preset() {  # dir id port vram_mb load_ms
+preset() {  # dir id port vram_mb load_ms [extra engine flags, as ", \"--flag\", \"v\""]
   cat >"$1/presets/$2.yaml" <<EOF
 id: $2
 name: $2
@@ -138,7 +133,7 @@ port: $3
 vram_mb: $4
 model_id: $2
 startup_timeout: 30
-cmd: ["$ENGINE", "--port", "$3", "--protocol", "llamacpp", "--model", "$2", "--vram-mb", "$4", "--load-ms", "$5"]
+cmd: ["$ENGINE", "--port", "$3", "--protocol", "llamacpp", "--model", "$2", "--vram-mb", "$4", "--load-ms", "$5"${6:-}]
 EOF
 }
 
@@ -160,20 +155,19 @@ policy:
   health_poll_interval: $2
   vram_poll_interval: $3
 EOF
-  preset "$1" bench-fast "$PORT_FAST" 1000 0
+  preset "$1" bench-fast "$PORT_FAST" 1000 0 ', "--stream-gap-ms", "0"'
   preset "$1" bench-cold "$PORT_COLD" 2000 "$LOAD_MS"
   preset "$1" bench-swap-a "$PORT_A" 15000 "$LOAD_MS"
   preset "$1" bench-swap-b "$PORT_B" 15000 "$LOAD_MS"
   printf 'id: blank\nname: blank\nservices: []\n' >"$1/modes/blank.yaml"
 }
 
-start_daemon() {  # name health_poll vram_poll log_level preload
+start_daemon() {  # name health_poll vram_poll log_level
   local dir=$TMP/$1
   write_config "$dir/config" "$2" "$3"
   mkdir -p "$dir/state"
   DAEMON_PORT=${PORTS[4]}
-  # The engines inherit the daemon's environment, LD_PRELOAD included.
-  LD_PRELOAD=$5 "$GPUMOD" serve --config "$dir/config" --listen "127.0.0.1:$DAEMON_PORT" --state-dir "$dir/state" \
+  "$GPUMOD" serve --config "$dir/config" --listen "127.0.0.1:$DAEMON_PORT" --state-dir "$dir/state" \
     --log-level "$4" --stop-services-on-exit >"$dir/state/daemon.log" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 300); do
@@ -223,25 +217,28 @@ sched_phase() {
 LUA=$TMP/post_request.lua
 sed "s/MODEL/bench-fast/" "$ROOT/bench/http/post_request.lua" >"$LUA"
 fast_path() {
-  local c r out rps p50 p99 non2xx errors
+  local t c r out rps p50 p99 non2xx errors
   request_ready bench-fast
+  for t in $WRK_THREADS; do
   for c in $WRK_CONNS; do
+    ((c >= t)) || continue
     for r in $(seq "$WRK_REPEAT"); do
-      out=$(wrk -t1 -c"$c" -d"$WRK_DURATION" --timeout 10s --latency -s "$LUA" "http://127.0.0.1:$DAEMON_PORT/request")
+      out=$(wrk -t"$t" -c"$c" -d"$WRK_DURATION" --timeout 10s --latency -s "$LUA" "http://127.0.0.1:$DAEMON_PORT/request")
       rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
       p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
       p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
       non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
       errors=$(awk -F'Socket errors: ' '/Socket errors/ {print $2}' <<<"$out" | tr -d ' ,')
-      echo "RESULT kind=fastpath conns=$c run=$r rps=$rps p50=$p50 p99=$p99 non2xx=${non2xx:-0} errors=${errors:-none}" | tag
-      log "$VARIANT: fast path c=$c run $r: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}, socket errors ${errors:-none}"
+      echo "RESULT kind=fastpath threads=$t conns=$c run=$r rps=$rps p50=$p50 p99=$p99 non2xx=${non2xx:-0} errors=${errors:-none}" | tag
+      log "$VARIANT: fast path t=$t c=$c run $r: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}, socket errors ${errors:-none}"
     done
+  done
   done
 }
 
 # ---------- 2. proxy overhead ----------
 CHAT='{"model":"bench-fast","messages":[{"role":"user","content":"one two three four five six seven eight"}]}'
-STREAM_CHAT='{"model":"bench-fast","stream":true,"messages":[{"role":"user","content":"one two three four five six seven eight"}]}'
+STREAM_CHAT='{"model":"bench-fast","stream":true,"max_tokens":'"$STREAM_TOKENS"',"messages":[{"role":"user","content":"one two three four five six seven eight"}]}'
 proxy_phase() {  # pairs
   log "$VARIANT: proxy latency, $1 interleaved pairs"
   "$PROBE" latency --direct "127.0.0.1:$PORT_FAST" --proxy "127.0.0.1:$DAEMON_PORT" \
@@ -256,9 +253,8 @@ proxy_phase() {  # pairs
 for VARIANT in $VARIANTS; do
   # (one command per line: `set -e` does not apply inside a function called from an && list)
   case $VARIANT in
-    as-built) start_daemon "$VARIANT" 50ms 20ms info "" ;;
-    nodelay) start_daemon "$VARIANT" 50ms 20ms info "$SHIM" ;;
-    nodelay-5ms) start_daemon "$VARIANT" 5ms 5ms warn "$SHIM" ;;
+    default) start_daemon "$VARIANT" 50ms 20ms info ;;
+    fast) start_daemon "$VARIANT" 5ms 5ms warn ;;
     *)
       log "unknown variant $VARIANT"
       exit 2
@@ -266,10 +262,7 @@ for VARIANT in $VARIANTS; do
   esac
   sched_phase
   fast_path
-  case $VARIANT in
-    as-built) proxy_phase "$LAT_N_ASBUILT" ;;
-    nodelay) proxy_phase "$LAT_N" ;;
-  esac
+  [[ $VARIANT != default ]] || proxy_phase "$LAT_N"
   stop_daemon
 done
 
@@ -277,14 +270,15 @@ done
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 echo
 echo "gpumod HTTP benchmarks  $(date -u +%Y-%m-%dT%H:%MZ)  nproc=$(nproc)  $(lscpu | sed -n 's/^Model name: *//p')  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "variants: as-built (default polling 50/20 ms, log info); nodelay (+ TCP_NODELAY preload); nodelay-5ms (+ 5 ms polling, log warn)"
+echo "variants: default (polling 50/20 ms, log info); fast (5 ms polling, log warn)"
 echo
-echo "1. Fast path: POST /request, model ready (wrk -t1, $WRK_DURATION per run; median and best of $WRK_REPEAT runs; target >= 30000 req/s)"
-printf '| variant | conns | req/s median | req/s best | p50 (median run) | p99 (median run) | non-2xx | socket errors |\n|---|---|---|---|---|---|---|---|\n'
+echo "1. Fast path: POST /request, model ready (wrk, $WRK_DURATION per run; median and best of $WRK_REPEAT runs; target >= 30000 req/s)"
+printf '| variant | wrk threads | conns | req/s median | req/s best | p50 (median run) | p99 (median run) | non-2xx | socket errors |\n|---|---|---|---|---|---|---|---|---|\n'
 for v in $VARIANTS; do
+  for t in $WRK_THREADS; do
   for c in $WRK_CONNS; do
-    grep "variant=$v kind=fastpath conns=$c " "$RESULTS" |
-      awk -v variant="$v" -v c="$c" '
+    grep "variant=$v kind=fastpath threads=$t conns=$c " "$RESULTS" |
+      awk -v variant="$v" -v t="$t" -v c="$c" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[NR, kv[1]] = kv[2] } n = NR; r[NR] = v[NR, "rps"] + 0 }
         END {
           if (n == 0) exit
@@ -292,13 +286,14 @@ for v in $VARIANTS; do
           for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[idx[j]] < r[idx[i]]) { t = idx[i]; idx[i] = idx[j]; idx[j] = t }
           m = idx[int((n + 1) / 2)]; b = idx[n]; non = 0; err = ""
           for (i = 1; i <= n; i++) { non += v[i, "non2xx"]; if (v[i, "errors"] != "none") err = err v[i, "errors"] " " }
-          printf "| %s | %s | %.0f | %.0f | %s | %s | %d | %s |\n", variant, c, r[m], r[b], v[m, "p50"], v[m, "p99"], non, (err == "" ? "none" : err)
+          printf "| %s | %s | %s | %.0f | %.0f | %s | %s | %d | %s |\n", variant, t, c, r[m], r[b], v[m, "p50"], v[m, "p99"], non, (err == "" ? "none" : err)
         }'
+  done
   done
 done
 echo
 echo "2. Proxy overhead: POST /v1/chat/completions through gpumod vs. straight to the engine, interleaved pairs (target: added median <= 0.1 ms)"
-echo "(direct: keep-alive connection; direct, new conn: a new connection per call, as the proxy makes upstream)"
+echo "(direct: keep-alive connection; direct, new conn: a new connection per call, for reference)"
 echo "| variant | pairs | direct p50 | via gpumod p50 | added p50 | direct p99 | via gpumod p99 | added p99 | per-pair diff p50 / p99 | direct, new conn p50 |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 grep 'kind=latency' "$RESULTS" | while read -r L; do
@@ -308,7 +303,7 @@ grep 'kind=latency' "$RESULTS" | while read -r L; do
     "$(kv direct_newconn_p50_ms <<<"$L")"
 done
 echo
-echo "   Streaming: $STREAM_CLIENTS concurrent clients, the engine's SSE chunks (it sleeps 3 ms between chunks; no flag turns that off)"
+echo "   Streaming: $STREAM_CLIENTS concurrent clients, $STREAM_TOKENS-chunk SSE streams with no gap between chunks (engine --stream-gap-ms 0)"
 echo "| variant | streams per side | events per stream | direct events/s | via gpumod events/s | ratio (rounds min..max) | direct bytes/s | via gpumod bytes/s | ratio |"
 echo "|---|---|---|---|---|---|---|---|---|"
 grep 'kind=stream' "$RESULTS" | while read -r S; do
