@@ -54,14 +54,22 @@ int run(const Options& options, std::chrono::steady_clock::time_point started) {
   std::optional<std::filesystem::path> sim_dir;
   if (const char* dir = std::getenv(gpumod::backends::kSimDirEnv); dir != nullptr && *dir != '\0')
     sim_dir = dir;
-  std::string why;
-  const bool real_device = gpumod::engine::device_available(why);
-  std::fprintf(stderr, "gpumod-test-engine: %s %s on port %d, gpu %d, %lld MiB; real VRAM: %s\n",
-               to_string(options.protocol), options.model.c_str(), options.port, gpu_index(),
-               static_cast<long long>(options.vram_mb), real_device ? "yes" : why.c_str());
-
   gpumod::engine::ChargeKeeper charge(sim_dir, gpu_index(), options.release_lag);
-  gpumod::engine::Memory memory(charge, real_device);
+  gpumod::engine::Memory memory(charge, false);
+  // Probing the GPU starts the CUDA runtime (and on a GPU machine the driver: tens to hundreds
+  // of ms). A llama.cpp-style engine serves (/health 503) while it does that, as llama-server
+  // serves while it loads; a router or vLLM engine needs the answer before it serves.
+  const bool probe_while_serving =
+      options.protocol == Protocol::llamacpp || options.protocol == Protocol::generic;
+  auto probe_device = [&] {
+    std::string why;
+    const bool real_device = gpumod::engine::device_available(why);
+    memory.use_device(real_device);
+    std::fprintf(stderr, "gpumod-test-engine: %s %s on port %d, gpu %d, %lld MiB; real VRAM: %s\n",
+                 to_string(options.protocol), options.model.c_str(), options.port, gpu_index(),
+                 static_cast<long long>(options.vram_mb), real_device ? "yes" : why.c_str());
+  };
+  if (!probe_while_serving) probe_device();
   Engine engine(options, memory, started);
 
   std::thread signals([&engine, stop_signals] {
@@ -74,6 +82,9 @@ int run(const Options& options, std::chrono::steady_clock::time_point started) {
   gpumod::api::http::HttpServerOptions http;
   http.host = options.host;
   http.port = options.port;
+  // Workers run the routes that wait or touch memory, and each streamed reply while it
+  // streams; 8 is what httplib's pool had for everything (bench/http runs 8 streams at once).
+  http.threads = 8;
   // Like the servers it stands in for (llama-server, uvicorn): idle keep-alive connections
   // are closed after 5 s; request bodies are not capped in practice.
   http.idle_timeout = std::chrono::seconds(5);
@@ -98,7 +109,8 @@ int run(const Options& options, std::chrono::steady_clock::time_point started) {
   } else {
     if (!start_serving()) {
       status = 2;
-    } else if (options.protocol != Protocol::router) {
+    } else if (probe_while_serving) {
+      probe_device();
       engine.load();
     }
   }

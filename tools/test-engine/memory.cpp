@@ -75,6 +75,11 @@ void ChargeKeeper::finish() {
 
 Memory::Memory(ChargeKeeper& charge, bool real_device) : charge_(charge), real_(real_device) {}
 
+void Memory::use_device(bool real_device) {
+  std::lock_guard lock(mu_);
+  real_ = real_device;
+}
+
 Memory::~Memory() {
   discard_all();
 }

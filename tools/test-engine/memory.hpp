@@ -58,6 +58,10 @@ class Memory {
   Memory(const Memory&) = delete;
   Memory& operator=(const Memory&) = delete;
 
+  // Decides whether blocks are real VRAM, for an engine that probes the GPU after it
+  // started serving. Only before the first allocate().
+  void use_device(bool real_device);
+
   // Make a block resident (allocating real VRAM when there is a device).
   Result<void> allocate(const std::string& name, std::int64_t bytes);
   // vLLM level 1: copy the block to host memory, then free the device memory.
