@@ -4,6 +4,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,7 +37,8 @@ std::vector<int> pids_in_group(int pgid);
 // "/app.slice/x.service"); tries the v2 and v1 mount points.
 std::vector<int> pids_in_cgroup(const std::string& control_group);
 
-// write tmp + fsync + rename + fsync(dir): a crash leaves the old or the new file, never half.
+// write tmp + rename: a crash of the daemon leaves the old or the new file, never half. Not
+// fsynced: runner state only has to outlive the daemon, not a power loss (docs/runners.md).
 Result<void> write_file_atomic(const std::filesystem::path& path, const std::string& content);
 // The last `max_lines` lines of a file (reads at most its last 64 KiB); "" when unreadable.
 std::string tail_lines(const std::filesystem::path& path, int max_lines);
@@ -56,5 +60,33 @@ Result<void> save_record(const std::filesystem::path& file, const Record& r);
 // logged and skipped, never deleted: a person may want to look at them).
 std::vector<std::pair<std::filesystem::path, Record>> load_records(const std::filesystem::path& dir,
                                                                    const std::string& runner);
+
+// The live services of one runner, looked up from calls on different threads. S has a
+// `record_file` member: its persisted record, removed when the service is forgotten.
+template <typename S>
+class ServiceTable {
+ public:
+  std::shared_ptr<S> find(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = services_.find(id);
+    return it == services_.end() ? nullptr : it->second;
+  }
+  void put(const std::string& id, std::shared_ptr<S> svc) {
+    std::lock_guard lock(mu_);
+    services_[id] = std::move(svc);
+  }
+  // Removes its record file, and the entry if it is still `svc` (not a newer start).
+  void forget(const std::string& id, const std::shared_ptr<S>& svc) {
+    std::error_code ec;
+    std::filesystem::remove(svc->record_file, ec);
+    std::lock_guard lock(mu_);
+    auto it = services_.find(id);
+    if (it != services_.end() && it->second == svc) services_.erase(it);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<S>> services_;
+};
 
 }  // namespace gpumod::backends::run_state

@@ -134,15 +134,11 @@ class ProcessRunner final : public Runner {
     if (auto ok = run_state::check_service_id(spec.service_id); !ok) return make_error(ok.error());
     if (spec.argv.empty() || spec.argv[0].empty())
       return make_error("service '" + spec.service_id + "': empty command (argv)");
-    {
-      std::lock_guard lock(mu_);
-      auto it = services_.find(spec.service_id);
-      if (it != services_.end()) {
-        std::lock_guard slock(it->second->mu);
-        if (alive_locked(*it->second))
-          return make_error("service '" + spec.service_id + "' is already running (pid " +
-                            std::to_string(it->second->rec.info.pid) + ")");
-      }
+    if (auto existing = find(spec.service_id)) {
+      std::lock_guard slock(existing->mu);
+      if (alive_locked(*existing))
+        return make_error("service '" + spec.service_id + "' is already running (pid " +
+                          std::to_string(existing->rec.info.pid) + ")");
     }
 
     // Environment: gpumod's own, overridden by the spec.
@@ -256,8 +252,7 @@ class ProcessRunner final : public Runner {
     spdlog::info("service '{}' started: pid {} ({}), log {}", spec.service_id, pid, spec.argv[0],
                  log_path.string());
     RunInfo info = svc->rec.info;
-    std::lock_guard lock(mu_);
-    services_[spec.service_id] = std::move(svc);
+    services_.put(spec.service_id, std::move(svc));
     return info;
   }
 
@@ -383,8 +378,7 @@ class ProcessRunner final : public Runner {
       svc->is_child = false;
       spdlog::info("service '{}': adopted running pid {} (group {})", id, rec.info.pid, rec.info.pgid);
       adopted.push_back(rec.info);
-      std::lock_guard lock(mu_);
-      services_[id] = std::move(svc);
+      services_.put(id, std::move(svc));
     }
     return adopted;
   }
@@ -421,19 +415,8 @@ class ProcessRunner final : public Runner {
     ::_exit(127);  // not reached
   }
 
-  std::shared_ptr<Service> find(const std::string& id) {
-    std::lock_guard lock(mu_);
-    auto it = services_.find(id);
-    return it == services_.end() ? nullptr : it->second;
-  }
-
-  void forget(const std::string& id, const std::shared_ptr<Service>& svc) {
-    std::error_code ec;
-    fs::remove(svc->record_file, ec);
-    std::lock_guard lock(mu_);
-    auto it = services_.find(id);
-    if (it != services_.end() && it->second == svc) services_.erase(it);
-  }
+  std::shared_ptr<Service> find(const std::string& id) { return services_.find(id); }
+  void forget(const std::string& id, const std::shared_ptr<Service>& svc) { services_.forget(id, svc); }
 
   static void reap_locked(Service& s) {
     if (!s.is_child || s.reaped) return;
@@ -473,8 +456,7 @@ class ProcessRunner final : public Runner {
 
   fs::path state_dir_;
   fs::path records_dir_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Service>> services_;
+  run_state::ServiceTable<Service> services_;
 };
 
 }  // namespace

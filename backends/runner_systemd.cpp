@@ -388,8 +388,7 @@ class SystemdRunner final : public Runner {
       spdlog::error("service '{}': {} (a daemon restart will not adopt it)", spec.service_id, saved.error());
     spdlog::info("service '{}' started as {} (MainPID {})", spec.service_id, unit, st.main_pid);
     RunInfo info = svc->rec.info;
-    std::lock_guard lock(mu_);
-    services_[spec.service_id] = svc;
+    services_.put(spec.service_id, svc);
     return info;
   }
 
@@ -512,8 +511,7 @@ class SystemdRunner final : public Runner {
       svc->transient = transient;
       spdlog::info("service '{}': adopted unit {} (MainPID {})", id, rec.info.unit, st.main_pid);
       adopted.push_back(svc->rec.info);
-      std::lock_guard lock(mu_);
-      services_[id] = std::move(svc);
+      services_.put(id, std::move(svc));
     }
     return adopted;
   }
@@ -597,24 +595,12 @@ class SystemdRunner final : public Runner {
     return std::string(job);
   }
 
-  std::shared_ptr<Service> find(const std::string& id) {
-    std::lock_guard lock(mu_);
-    auto it = services_.find(id);
-    return it == services_.end() ? nullptr : it->second;
-  }
-
-  void forget(const std::string& id, const std::shared_ptr<Service>& svc) {
-    std::error_code ec;
-    fs::remove(svc->record_file, ec);
-    std::lock_guard lock(mu_);
-    auto it = services_.find(id);
-    if (it != services_.end() && it->second == svc) services_.erase(it);
-  }
+  std::shared_ptr<Service> find(const std::string& id) { return services_.find(id); }
+  void forget(const std::string& id, const std::shared_ptr<Service>& svc) { services_.forget(id, svc); }
 
   fs::path state_dir_;
   bool user_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Service>> services_;
+  run_state::ServiceTable<Service> services_;
 };
 
 }  // namespace

@@ -253,6 +253,11 @@ struct Scheduler::Impl {
           break;
       }
     }
+    answer(out);
+  }
+
+  // Hands the core's finished requests and commands to the callers waiting on them.
+  void answer(CoreOutput& out) {
     for (auto& c : out.requests) {
       auto it = request_promises.find(c.request_id);
       if (it == request_promises.end()) continue;
@@ -332,15 +337,7 @@ struct Scheduler::Impl {
     const TimePoint t = now();
     for (auto& task : rest) task(t);
     CoreOutput out = core.take_output();
-    for (auto& c : out.requests) {
-      auto it = request_promises.find(c.request_id);
-      if (it == request_promises.end()) continue;
-      it->second->set_value(std::move(c.outcome));
-      request_promises.erase(it);
-    }
-    for (auto& a : out.actions) fulfil(action_promises, a.token, std::move(a.result));
-    for (auto& m : out.modes) fulfil(mode_promises, m.token, std::move(m.result));
-    for (auto& r : out.reloads) fulfil(reload_promises, r.token, std::move(r.result));
+    answer(out);
     // Nobody waits forever: answer what is still pending.
     for (auto& [id, p] : request_promises) p->set_value(not_running(id));
     request_promises.clear();
