@@ -79,9 +79,9 @@ struct HttpResponse {
   std::function<bool(StreamSink&)> stream;
 
   // Set by an inline handler that cannot finish without blocking: the server runs it on a
-  // worker thread to complete this response (the fast path answers inline and defers only when
-  // it has to wait).
-  std::function<void(HttpResponse&)> deferred;
+  // worker thread, with the same request, to complete this response (the fast path answers
+  // inline and defers only when it has to wait).
+  std::function<void(HttpRequest&, HttpResponse&)> deferred;
 
   void set_content(std::string content, std::string type) {
     body = std::move(content);

@@ -758,7 +758,7 @@ struct HttpServer::Loop {
     if (res.deferred) {
       auto deferred = std::move(res.deferred);
       res.deferred = nullptr;
-      guarded([&] { deferred(res); });
+      guarded([&] { deferred(item.req, res); });
     }
     const bool streaming = static_cast<bool>(res.stream);
     bool keep = item.keep_alive && !server.stopping();

@@ -350,36 +350,88 @@ class Proxy {
     send_json(res, 200, json{{"object", "list"}, {"data", data}});
   }
 
-  void forward(const HttpRequest& req, HttpResponse& res) {
+  // On the loop thread: parse, check and submit (so the scheduler works on the lease while the
+  // call travels to a worker); the wait and the upstream call run on the worker. A large body
+  // is parsed on the worker too, so it cannot stall the loop.
+  void start(HttpRequest& req, HttpResponse& res) {
+    if (req.body.size() > kInlineBodyLimit) {
+      res.deferred = [this](HttpRequest& r, HttpResponse& out) {
+        if (auto pending = prepare(r, out)) complete(std::move(*pending), r, out);
+      };
+      return;
+    }
+    auto pending = prepare(req, res);
+    if (!pending) return;
+    res.deferred = [this, p = std::make_shared<Pending>(std::move(*pending))](
+                       HttpRequest& r, HttpResponse& out) { complete(std::move(*p), r, out); };
+  }
+
+ private:
+  static constexpr std::size_t kInlineBodyLimit = std::size_t{64} * 1024;
+
+  struct Pending {
     json body;
+    std::string model;
+    std::shared_ptr<const config::Config> cfg;  // keeps `preset` alive
+    const config::Preset* preset = nullptr;
+    bool stream = false;
+    scheduler::RequestTicket ticket;
+    bool taken = false;  // a worker went on with it
+  };
+
+  static void abandon(Control& control, const scheduler::RequestTicket& ticket) {
+    if (ticket.outcome.valid() &&
+        ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      if (const auto lease = ticket.outcome.get().lease) control.release_lease(*lease);
+      return;
+    }
+    (void)control.cancel(ticket.request_id);
+  }
+
+  // Parses and checks the body and submits the request; answers (and returns nothing) when the
+  // body is refused.
+  std::optional<Pending> prepare(const HttpRequest& req, HttpResponse& res) {
+    Pending p;
     try {
-      body = json::parse(req.body);
+      p.body = json::parse(req.body);
     } catch (const json::parse_error& e) {
       send_error(res, 400, std::string("the request body is not valid JSON: ") + e.what());
-      return;
+      return std::nullopt;
     }
+    json& body = p.body;
     if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
       send_error(res, 400, "the request body must be a JSON object with a string field 'model'");
-      return;
+      return std::nullopt;
     }
-    const std::string model = body["model"].get<std::string>();
+    p.model = body["model"].get<std::string>();
+    const std::string& model = p.model;
     if (auto problem = name_problem("field 'model'", model); !problem.empty()) {
       send_error(res, 400, problem);
-      return;
+      return std::nullopt;
     }
-    auto cfg = ctx_.control->config();
-    const config::Preset* preset = cfg ? find_preset_for_model(*cfg, model) : nullptr;
-    if (preset == nullptr) {
+    p.cfg = ctx_.control->config();
+    p.preset = p.cfg ? find_preset_for_model(*p.cfg, model) : nullptr;
+    if (p.preset == nullptr) {
       send_error(res, 404, "unknown model '" + model + "'; GET /v1/models lists the models gpumod serves");
-      return;
+      return std::nullopt;
     }
-    const bool stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
+    p.stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
 
     scheduler::RequestSpec spec;
     spec.model = model;
     spec.hold_lease = true;
     spec.request_id = request_id_of(res);
-    auto ticket = ctx_.control->submit(std::move(spec));
+    p.ticket = ctx_.control->submit(std::move(spec));
+    return p;
+  }
+
+  // On a worker: waits for the model, then forwards the call.
+  void complete(Pending p, const HttpRequest& req, HttpResponse& res) {
+    json& body = p.body;
+    const std::string& model = p.model;
+    const config::Preset* preset = p.preset;
+    const bool stream = p.stream;
+    auto& ticket = p.ticket;
     const auto why = wait_with_deadline(ctx_, ticket.outcome, request_budget(ctx_, std::nullopt));
     if (why != WaitResult::ready) {
       (void)ctx_.control->cancel(ticket.request_id);
@@ -415,7 +467,6 @@ class Proxy {
     }
   }
 
- private:
   // A single-model server knows its model by model_id, not by gpumod's service id or alias.
   static bool rewrite_model(json& body, const std::string& model, const config::Preset& preset) {
     if (preset.model_id.empty() || model == preset.model_id) return false;
@@ -486,8 +537,8 @@ void register_proxy_routes(http::HttpServer& server, Context& ctx) {
   server.route("GET", "/v1/models", http::HandlerKind::inline_,
                [proxy](HttpRequest&, HttpResponse& res) { proxy->models(res); });
   for (const char* path : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}) {
-    server.route("POST", path, http::HandlerKind::blocking,
-                 [proxy](HttpRequest& req, HttpResponse& res) { proxy->forward(req, res); });
+    server.route("POST", path, http::HandlerKind::inline_,
+                 [proxy](HttpRequest& req, HttpResponse& res) { proxy->start(req, res); });
   }
 }
 

@@ -237,8 +237,8 @@ class Handlers {
       return;
     }
     // The wait goes to a worker thread.
-    res.deferred = [this, ticket = std::move(ticket), model = parsed->model,
-                    timeout = parsed->timeout](HttpResponse& r) {
+    res.deferred = [this, ticket = std::move(ticket), model = parsed->model, timeout = parsed->timeout](
+                       HttpRequest&, HttpResponse& r) {
       const auto why = wait_with_deadline(ctx_, ticket.outcome, request_budget(ctx_, timeout));
       if (why != WaitResult::ready) {
         (void)ctx_.control->cancel(ticket.request_id);

@@ -29,6 +29,7 @@
 #   STREAM_CLIENTS, STREAM_PER, STREAM_ROUNDS, STREAM_TOKENS   streaming (default 8, 10, 4, 500)
 #   VARIANTS      which variants to run (default "default fast")
 #   LOAD_MS       the engine's load time (default 200);  LOAD_RUNS  cold loads and swaps each (default 20)
+#   RESULTS_OUT   also copy the raw RESULT lines to this file
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -267,6 +268,7 @@ for VARIANT in $VARIANTS; do
 done
 
 # ---------- table ----------
+[[ -z ${RESULTS_OUT:-} ]] || cp "$RESULTS" "$RESULTS_OUT"
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 echo
 echo "gpumod HTTP benchmarks  $(date -u +%Y-%m-%dT%H:%MZ)  nproc=$(nproc)  $(lscpu | sed -n 's/^Model name: *//p')  load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -277,8 +279,9 @@ printf '| variant | wrk threads | conns | req/s median | req/s best | p50 (media
 for v in $VARIANTS; do
   for t in $WRK_THREADS; do
   for c in $WRK_CONNS; do
+    ((c >= t)) || continue
     grep "variant=$v kind=fastpath threads=$t conns=$c " "$RESULTS" |
-      awk -v variant="$v" -v t="$t" -v c="$c" '
+      awk -v variant="$v" -v thr="$t" -v c="$c" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[NR, kv[1]] = kv[2] } n = NR; r[NR] = v[NR, "rps"] + 0 }
         END {
           if (n == 0) exit
@@ -286,7 +289,7 @@ for v in $VARIANTS; do
           for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[idx[j]] < r[idx[i]]) { t = idx[i]; idx[i] = idx[j]; idx[j] = t }
           m = idx[int((n + 1) / 2)]; b = idx[n]; non = 0; err = ""
           for (i = 1; i <= n; i++) { non += v[i, "non2xx"]; if (v[i, "errors"] != "none") err = err v[i, "errors"] " " }
-          printf "| %s | %s | %s | %.0f | %.0f | %s | %s | %d | %s |\n", variant, t, c, r[m], r[b], v[m, "p50"], v[m, "p99"], non, (err == "" ? "none" : err)
+          printf "| %s | %s | %s | %.0f | %.0f | %s | %s | %d | %s |\n", variant, thr, c, r[m], r[b], v[m, "p50"], v[m, "p99"], non, (err == "" ? "none" : err)
         }'
   done
   done
