@@ -19,7 +19,6 @@ namespace gpumod::api {
 namespace {
 
 using nlohmann::json;
-using testing::FakeControl;
 using testing::TestServer;
 
 // Polls `pred` until it holds or 20 s pass (for things other threads finish).
