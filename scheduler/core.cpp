@@ -1212,11 +1212,14 @@ struct SchedulerCore::Impl {
   }
 
   // The shell answered a request for the ready service `id` from its snapshot.
-  void note_served(const std::string& id, std::optional<std::chrono::seconds> keep_alive, TimePoint now) {
+  void note_served(const std::string& id, std::optional<std::chrono::seconds> keep_alive, std::uint64_t count,
+                   TimePoint now) {
+    if (metrics != nullptr) {
+      for (std::uint64_t i = 0; i < count; ++i) metrics->observe_admission_wait(0.0);
+    }
     auto it = svcs.find(id);
     if (it == svcs.end() || it->second.state != SvcState::ready) return;
     touch(it->second, keep_alive, now);
-    if (metrics != nullptr) metrics->observe_admission_wait(0.0);
   }
 
   // ---------- polling ----------
@@ -1904,8 +1907,8 @@ void SchedulerCore::submit(RequestSpec spec, TimePoint now) {
   impl_->submit(std::move(spec), now);
 }
 void SchedulerCore::note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive,
-                                TimePoint now) {
-  impl_->note_served(service, keep_alive, now);
+                                std::uint64_t count, TimePoint now) {
+  impl_->note_served(service, keep_alive, count, now);
 }
 void SchedulerCore::on_stop_signalled(std::uint64_t op, TimePoint now) {
   impl_->on_stop_signalled(op, now);

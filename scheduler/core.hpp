@@ -124,9 +124,10 @@ class SchedulerCore {
   // A ready model answers at once (in the output); otherwise the request joins a load under
   // way or waits in the queue.
   void submit(RequestSpec spec, TimePoint now);
-  // A request for a ready model that the shell answered from the published snapshot without
-  // a round trip (Scheduler::submit): record its use (LRU, keep-alive, admission wait 0).
-  void note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive, TimePoint now);
+  // `count` requests for a ready model that the shell answered from the published snapshot
+  // without a round trip (Scheduler::submit): record the use (LRU, keep-alive, admission wait 0).
+  void note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive,
+                   std::uint64_t count, TimePoint now);
   Result<void> cancel(const std::string& request_id, TimePoint now);
   void release_lease(LeaseId lease, TimePoint now);
   void service_action(std::uint64_t token, const std::string& service, ServiceAction action, TimePoint now);

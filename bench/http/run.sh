@@ -153,9 +153,10 @@ gpus:
 policy:
   headroom_mb: 0
   stop_grace: 3s
-  health_poll_interval: $2
-  vram_poll_interval: $3
 EOF
+  # Empty: the daemon's own defaults (docs/config.md).
+  if [[ -n $2 ]]; then echo "  health_poll_interval: $2" >>"$1/gpumod.yaml"; fi
+  if [[ -n $3 ]]; then echo "  vram_poll_interval: $3" >>"$1/gpumod.yaml"; fi
   preset "$1" bench-fast "$PORT_FAST" 1000 0 ', "--stream-gap-ms", "0"'
   preset "$1" bench-cold "$PORT_COLD" 2000 "$LOAD_MS"
   preset "$1" bench-swap-a "$PORT_A" 15000 "$LOAD_MS"
@@ -254,7 +255,7 @@ proxy_phase() {  # pairs
 for VARIANT in $VARIANTS; do
   # (one command per line: `set -e` does not apply inside a function called from an && list)
   case $VARIANT in
-    default) start_daemon "$VARIANT" 50ms 20ms info ;;
+    default) start_daemon "$VARIANT" "" "" info ;;
     fast) start_daemon "$VARIANT" 5ms 5ms warn ;;
     *)
       log "unknown variant $VARIANT"
@@ -272,7 +273,7 @@ done
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 echo
 echo "gpumod HTTP benchmarks  $(date -u +%Y-%m-%dT%H:%MZ)  nproc=$(nproc)  $(lscpu | sed -n 's/^Model name: *//p')  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "variants: default (polling 50/20 ms, log info); fast (5 ms polling, log warn)"
+echo "variants: default (the daemon's default polling: health 10 ms, VRAM 5 ms; log info); fast (5 ms polling, log warn)"
 echo
 echo "1. Fast path: POST /request, model ready (wrk, $WRK_DURATION per run; median and best of $WRK_REPEAT runs; target >= 30000 req/s)"
 printf '| variant | wrk threads | conns | req/s median | req/s best | p50 (median run) | p99 (median run) | non-2xx | socket errors |\n|---|---|---|---|---|---|---|---|---|\n'

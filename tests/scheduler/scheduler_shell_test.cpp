@@ -11,7 +11,9 @@
 #include <future>
 #include <memory>
 #include <thread>
+#include <vector>
 
+#include "exporter/metrics.hpp"
 #include "scheduler/scheduler.hpp"
 #include "tests/scheduler/fakes.hpp"
 #include "tests/scheduler/rig.hpp"
@@ -133,6 +135,43 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   auto unknown = sched->submit(req("nope"));
   ASSERT_TRUE(ready_in_time(unknown.outcome));
   EXPECT_EQ(unknown.outcome.get().http_status, 404);
+}
+
+// Fast-path answers are recorded by the scheduler thread in batches; none may be lost.
+TEST(SchedulerShell, EveryFastPathAnswerIsRecordedInTheAdmissionWaitHistogram) {
+  TempDir dir;
+  Shell sh(dir.path);
+  exporter::Metrics metrics(exporter::BuildInfo{"test", "test", "test"});
+  sh.deps.metrics = &metrics;
+  auto sched = sh.make();
+  sched->start();
+  auto first = sched->submit(req("embed"));
+  ASSERT_TRUE(ready_in_time(first.outcome));
+  ASSERT_EQ(first.outcome.get().http_status, 200);
+  auto count = [&] {
+    const std::string text = metrics.render();
+    const std::string key = "gpumod_admission_wait_seconds_count ";
+    const auto at = text.find(key);
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + key.size()));
+  };
+  const double before = count();
+  constexpr int kAnswers = 500;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < kAnswers / 4; ++i) {
+        auto t = sched->submit(req("embed"));
+        EXPECT_EQ(t.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (count() < before + kAnswers && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(count(), before + kAnswers);
+  sched->stop();
 }
 
 TEST(SchedulerShell, LeaseBlocksEvictionUntilReleasedAndModesSwitch) {
