@@ -5,6 +5,7 @@
 
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/systemd_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -48,15 +49,19 @@ struct ServeOptions {
   config::LoadOptions load;
   std::string log_level = "info";
   bool stop_services_on_exit = false;
+  bool log_each_line = false;
 };
 
 void print_serve_usage(std::ostream& out) {
   out << "usage: gpumod serve [--config PATH] [--listen HOST:PORT] [--state-dir DIR]\n"
          "                    [--log-level trace|debug|info|warn|error] [--stop-services-on-exit]\n"
+         "                    [--log-each-line]\n"
          "  --config PATH   a daemon file, or a directory with presets/, modes/ and optionally gpumod.yaml;\n"
          "                  without it gpumod runs its embedded demo (simulated GPU + test engines)\n"
          "  --stop-services-on-exit  stop every service on SIGTERM/SIGINT instead of leaving them for\n"
-         "                  the next daemon to adopt (the default keeps them running)\n";
+         "                  the next daemon to adopt (the default keeps them running)\n"
+         "  --log-each-line write each log line to a file or pipe as it is made (the default there\n"
+         "                  batches lines every 100 ms; warnings and errors always go at once)\n";
 }
 
 // Returns nullopt and prints the problem on bad arguments.
@@ -89,6 +94,8 @@ std::optional<ServeOptions> parse_args(const std::vector<std::string>& args) {
       opts.log_level = *v;
     } else if (a == "--stop-services-on-exit") {
       opts.stop_services_on_exit = true;
+    } else if (a == "--log-each-line") {
+      opts.log_each_line = true;
     } else if (a == "-h" || a == "--help") {
       print_serve_usage(std::cout);
       std::exit(0);
@@ -114,12 +121,15 @@ bool stderr_is_journal() {
          ino == static_cast<unsigned long long>(st.st_ino);
 }
 
-void setup_logging(const std::string& level) {
+void setup_logging(const std::string& level, bool each_line) {
   std::shared_ptr<spdlog::logger> logger;
   if (stderr_is_journal()) {
     logger = std::make_shared<spdlog::logger>("gpumod", std::make_shared<spdlog::sinks::systemd_sink_mt>());
   } else if (isatty(STDERR_FILENO) != 0) {
     logger = spdlog::stderr_color_mt("gpumod");
+  } else if (each_line) {
+    // Tools that time events by when a line arrives (bench/gpu_release) need it unbatched.
+    logger = spdlog::stderr_logger_mt("gpumod");
   } else {
     // A file or pipe: buffered, since the API logs a line per request (api/buffered_log_sink.hpp).
     logger = std::make_shared<spdlog::logger>("gpumod", api::make_buffered_stderr_sink());
@@ -176,7 +186,7 @@ int run_serve(const std::vector<std::string>& args) {
   auto parsed = parse_args(args);
   if (!parsed) return 2;
   ServeOptions opts = std::move(*parsed);
-  setup_logging(opts.log_level);
+  setup_logging(opts.log_level, opts.log_each_line);
 
   const sigset_t signals = handled_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread exists

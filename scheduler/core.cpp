@@ -287,8 +287,12 @@ struct SchedulerCore::Impl {
     return allowed.empty() || std::find(allowed.begin(), allowed.end(), index) != allowed.end();
   }
 
+  // Also asks for a sample at once: plans wait for one, and the measured VRAM a user sees
+  // right after a load or a release should not be up to idle_poll_interval old.
   void mark_gpu_changed(int gpu, TimePoint now) {
-    if (gpu >= 0) gpu_changed[gpu] = now;
+    if (gpu < 0) return;
+    gpu_changed[gpu] = now;
+    poll_now = true;
   }
   bool sample_fresh(int gpu) const {
     const auto it = gpu_changed.find(gpu);

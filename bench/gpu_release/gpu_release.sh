@@ -42,7 +42,8 @@ HOOK
   rm -rf "$carry"
   mkdir -p "$carry/bin" "$carry/lib"
   local bins=("$build/app/gpumod" "$build/tools/test-engine/gpumod-test-engine"
-              "$(find "$build" -name gpumod-gpu-release -type f | head -n1)")
+              "$(find "$build" -name gpumod-gpu-release -type f -not -path "$build/carry*" \
+                   -printf '%T@ %p\n' | sort -n | tail -n1 | cut -d' ' -f2-)")  # the newest build
   cp "${bins[@]}" "$carry/bin/"
   strip "$carry"/bin/*
   # Everything ldd resolves except glibc itself (the GPU machine has its own, newer one).

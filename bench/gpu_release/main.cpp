@@ -540,7 +540,9 @@ int run(const Options& opts) {
   NvmlWatch watch(std::move(watch_probe.value()), gpu0.index, opts.watch_interval);
 
   auto spawned = DaemonProcess::spawn({opts.gpumod, "serve", "--config", config_path.string(), "--log-level",
-                                       "info", "--stop-services-on-exit"},
+                                       "info", "--stop-services-on-exit",
+                                       // Notice times come from when a log line arrives: unbatched.
+                                       "--log-each-line"},
                                       opts.out / "daemon.log");
   if (!spawned) {
     std::cerr << spawned.error() << "\n";
