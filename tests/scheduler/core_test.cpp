@@ -306,18 +306,27 @@ TEST(Core, PlanAfterASleepWaitsForAFreshSampleAndEvictsNothingNeedlessly) {
   EXPECT_EQ(rig.world.stops("embed"), 0);
 }
 
+// coder (15000 MiB) ready, then nemo (15000 MiB) requested on a 20000 MiB GPU: returns the
+// stop effect for coder, held (not run); request "r2" waits for nemo.
+Effect hold_the_stop_of_coder_for_nemo(Rig& rig) {
+  rig.submit("r1", "coder");
+  EXPECT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
+  rig.hold_ops = true;
+  rig.submit("r2", "nemo");
+  EXPECT_EQ(rig.held.size(), 1u);
+  if (rig.held.empty()) return Effect{};
+  const Effect stop = rig.held.front();
+  EXPECT_EQ(stop.kind, Effect::Kind::stop);
+  rig.held.clear();
+  return stop;
+}
+
 // The release wait starts when SIGTERM goes out: a server frees its memory well before its
 // process is gone, and the next start need not wait for the exit (docs/gpu-release.md).
 TEST(Core, StopSignalStartsTheReleaseWaitBeforeTheProcessHasExited) {
   Rig rig(make_config({preset("coder", 15000, 7070), preset("nemo", 15000, 7071)}), {20000 * kMiB});
-  rig.submit("r1", "coder");
-  ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
-  rig.hold_ops = true;
-  rig.submit("r2", "nemo");
-  ASSERT_EQ(rig.held.size(), 1u);
-  const Effect stop = rig.held.front();
+  const Effect stop = hold_the_stop_of_coder_for_nemo(rig);
   ASSERT_EQ(stop.kind, Effect::Kind::stop);
-  rig.held.clear();
   rig.clock.advance(5ms);
   rig.core->tick(rig.now());
   rig.settle();
@@ -348,13 +357,8 @@ TEST(Core, StopSignalStartsTheReleaseWaitBeforeTheProcessHasExited) {
 
 TEST(Core, StopSignalDoesNotStartAServiceThatNeedsTheSamePort) {
   Rig rig(make_config({preset("coder", 15000, 7070), preset("nemo", 15000, 7070)}), {20000 * kMiB});
-  rig.submit("r1", "coder");
-  ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
-  rig.hold_ops = true;
-  rig.submit("r2", "nemo");
-  ASSERT_EQ(rig.held.size(), 1u);
-  const Effect stop = rig.held.front();
-  rig.held.clear();
+  const Effect stop = hold_the_stop_of_coder_for_nemo(rig);
+  ASSERT_EQ(stop.kind, Effect::Kind::stop);
   ASSERT_TRUE(rig.world.stop("coder").ok());
   rig.core->on_stop_signalled(stop.op, rig.now());
   rig.settle();
