@@ -315,7 +315,7 @@ Effect hold_the_stop_of_coder_for_nemo(Rig& rig) {
   rig.submit("r2", "nemo");
   EXPECT_EQ(rig.held.size(), 1u);
   if (rig.held.empty()) return Effect{};
-  const Effect stop = rig.held.front();
+  Effect stop = rig.held.front();
   EXPECT_EQ(stop.kind, Effect::Kind::stop);
   rig.held.clear();
   return stop;
