@@ -28,6 +28,8 @@
 #   LAT_N         request pairs for the proxy latency (default 2000)
 #   STREAM_CLIENTS, STREAM_PER, STREAM_ROUNDS, STREAM_TOKENS   streaming (default 8, 10, 4, 500)
 #   VARIANTS      which variants to run (default "default fast")
+#   PHASES        which measurements to run (default "sched fast proxy"; proxy runs in the default
+#                 variant only)
 #   LOAD_MS       the engine's load time (default 200);  LOAD_RUNS  cold loads and swaps each (default 20)
 #   RESULTS_OUT   also copy the raw RESULT lines to this file
 set -euo pipefail
@@ -46,6 +48,7 @@ STREAM_TOKENS=${STREAM_TOKENS:-500}
 VARIANTS=${VARIANTS:-"default fast"}
 LOAD_MS=${LOAD_MS:-200}
 LOAD_RUNS=${LOAD_RUNS:-20}
+PHASES=${PHASES:-"sched fast proxy"}
 
 GPUMOD=$BUILD_DIR/app/gpumod
 ENGINE=$BUILD_DIR/tools/test-engine/gpumod-test-engine
@@ -242,6 +245,7 @@ fast_path() {
 CHAT='{"model":"bench-fast","messages":[{"role":"user","content":"one two three four five six seven eight"}]}'
 STREAM_CHAT='{"model":"bench-fast","stream":true,"max_tokens":'"$STREAM_TOKENS"',"messages":[{"role":"user","content":"one two three four five six seven eight"}]}'
 proxy_phase() {  # pairs
+  request_ready bench-fast
   log "$VARIANT: proxy latency, $1 interleaved pairs"
   "$PROBE" latency --direct "127.0.0.1:$PORT_FAST" --proxy "127.0.0.1:$DAEMON_PORT" \
     --path /v1/chat/completions --body "$CHAT" --n "$1" | tag
@@ -262,9 +266,9 @@ for VARIANT in $VARIANTS; do
       exit 2
       ;;
   esac
-  sched_phase
-  fast_path
-  [[ $VARIANT != default ]] || proxy_phase "$LAT_N"
+  [[ " $PHASES " != *" sched "* ]] || sched_phase
+  [[ " $PHASES " != *" fast "* ]] || fast_path
+  [[ $VARIANT != default || " $PHASES " != *" proxy "* ]] || proxy_phase "$LAT_N"
   stop_daemon
 done
 
@@ -281,7 +285,7 @@ for v in $VARIANTS; do
   for t in $WRK_THREADS; do
   for c in $WRK_CONNS; do
     ((c >= t)) || continue
-    grep "variant=$v kind=fastpath threads=$t conns=$c " "$RESULTS" |
+    { grep "variant=$v kind=fastpath threads=$t conns=$c " "$RESULTS" || true; } |
       awk -v variant="$v" -v thr="$t" -v c="$c" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[NR, kv[1]] = kv[2] } n = NR; r[NR] = v[NR, "rps"] + 0 }
         END {
@@ -300,7 +304,7 @@ echo "2. Proxy overhead: POST /v1/chat/completions through gpumod vs. straight t
 echo "(direct: keep-alive connection; direct, new conn: a new connection per call, for reference)"
 echo "| variant | pairs | direct p50 | via gpumod p50 | added p50 | direct p99 | via gpumod p99 | added p99 | per-pair diff p50 / p99 | direct, new conn p50 |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-grep 'kind=latency' "$RESULTS" | while read -r L; do
+{ grep 'kind=latency' "$RESULTS" || true; } | while read -r L; do
   printf '| %s | %s | %s ms | %s ms | **%s ms** | %s ms | %s ms | %s ms | %s / %s ms | %s ms |\n' "$(kv variant <<<"$L")" "$(kv n <<<"$L")" \
     "$(kv direct_p50_ms <<<"$L")" "$(kv proxy_p50_ms <<<"$L")" "$(kv added_p50_ms <<<"$L")" "$(kv direct_p99_ms <<<"$L")" \
     "$(kv proxy_p99_ms <<<"$L")" "$(kv added_p99_ms <<<"$L")" "$(kv pairdiff_p50_ms <<<"$L")" "$(kv pairdiff_p99_ms <<<"$L")" \
@@ -310,7 +314,7 @@ echo
 echo "   Streaming: $STREAM_CLIENTS concurrent clients, $STREAM_TOKENS-chunk SSE streams with no gap between chunks (engine --stream-gap-ms 0)"
 echo "| variant | streams per side | events per stream | direct events/s | via gpumod events/s | ratio (rounds min..max) | direct bytes/s | via gpumod bytes/s | ratio |"
 echo "|---|---|---|---|---|---|---|---|---|"
-grep 'kind=stream' "$RESULTS" | while read -r S; do
+{ grep 'kind=stream' "$RESULTS" || true; } | while read -r S; do
   printf '| %s | %s | %s | %s | %s | **%s** (%s..%s) | %s | %s | %s |\n' "$(kv variant <<<"$S")" "$(kv streams_per_side <<<"$S")" \
     "$(kv events_per_stream <<<"$S")" "$(kv direct_events_s <<<"$S")" "$(kv proxy_events_s <<<"$S")" "$(kv ratio_events <<<"$S")" \
     "$(kv ratio_min_round <<<"$S")" "$(kv ratio_max_round <<<"$S")" "$(kv direct_bytes_s <<<"$S")" "$(kv proxy_bytes_s <<<"$S")" \
@@ -320,7 +324,7 @@ echo
 echo "3. Scheduler overhead: POST /request to 200 minus the engine's --load-ms ($LOAD_MS ms), $LOAD_RUNS runs each (target: median <= 20 ms)"
 echo "| variant | case | median | min | p90 | max | median time to 200 |"
 echo "|---|---|---|---|---|---|---|"
-grep -E 'kind=(cold|swap)' "$RESULTS" | while read -r line; do
+{ grep -E 'kind=(cold|swap)' "$RESULTS" || true; } | while read -r line; do
   printf '| %s | %s | **%s ms** | %s ms | %s ms | %s ms | %s ms |\n' "$(kv variant <<<"$line")" "$(kv kind <<<"$line")" \
     "$(kv overhead_p50_ms <<<"$line")" "$(kv overhead_min_ms <<<"$line")" "$(kv overhead_p90_ms <<<"$line")" \
     "$(kv overhead_max_ms <<<"$line")" "$(kv total_p50_ms <<<"$line")"
