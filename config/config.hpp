@@ -97,7 +97,7 @@ struct PolicySettings {
   std::int64_t headroom_mb = 512;                             // kept free on every GPU
   std::chrono::milliseconds vram_release_timeout{120000};     // wait for the driver to free
   std::chrono::milliseconds vram_poll_interval{5};            // while a start waits for memory
-  std::chrono::milliseconds health_poll_interval{10};         // while starting / waking
+  std::chrono::milliseconds health_poll_interval{5};          // while starting / waking
   std::chrono::milliseconds idle_poll_interval{2000};         // when nothing is moving
   std::chrono::milliseconds stop_grace{10000};                // SIGTERM -> SIGKILL
   std::size_t queue_max = 1024;                               // bounded admission queue

@@ -36,6 +36,7 @@ TEST(EmbeddedDefault, IsValidAndShapedLikeTheQaSetup) {
   ASSERT_EQ(c.daemon.sim_gpus.size(), 1U);
   EXPECT_EQ(c.daemon.sim_gpus[0].memory_mb, 24576);
   EXPECT_EQ(c.daemon.listen_host, "127.0.0.1");
+  EXPECT_EQ(c.daemon.policy.health_poll_interval, std::chrono::milliseconds(5));  // the daemon default
 
   struct Want {
     const char* id;

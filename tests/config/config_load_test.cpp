@@ -268,6 +268,26 @@ policy:
   EXPECT_EQ(o.config->daemon.log_dir, dir.path() / "elsewhere" / "logs");
 }
 
+// A daemon file without a policy section gets the defaults docs/config.md states. Health is
+// polled every 5 ms while a service starts or wakes: a 10 ms poll alone put a swap over the
+// 20 ms scheduler-overhead target (bench/README.md "HTTP").
+TEST(ConfigLoad, PolicyDefaultsAreTheDocumentedOnes) {
+  const LoadResult r = load_daemon_string("listen: \"127.0.0.1:7979\"\n", "no-policy.yaml");
+  ASSERT_TRUE(r.ok()) << all_text(r);
+  const PolicySettings& p = r.config->daemon.policy;
+  EXPECT_EQ(p.health_poll_interval, milliseconds(5));
+  EXPECT_EQ(p.vram_poll_interval, milliseconds(5));
+  EXPECT_EQ(p.idle_poll_interval, milliseconds(2000));
+  EXPECT_EQ(p.headroom_mb, 512);
+  EXPECT_EQ(p.vram_release_timeout, milliseconds(120000));
+  EXPECT_EQ(p.stop_grace, milliseconds(10000));
+  EXPECT_EQ(p.queue_max, 1024U);
+  EXPECT_EQ(p.default_request_timeout, milliseconds(300000));
+  EXPECT_EQ(p.aging_interval, milliseconds(30000));
+  EXPECT_EQ(p.default_keep_alive, seconds(0));
+  EXPECT_EQ(p.max_body_bytes, 8 * 1024 * 1024);
+}
+
 TEST(ConfigLoad, DefaultStateDirFollowsTheEnvironment) {
   TempDir dir;
   dir.write("presets/a.yaml", "id: a\ndriver: vllm\nport: 8000\nvram_mb: 100\n");
