@@ -533,6 +533,16 @@ void Metrics::set_active_leases(const std::string& svc, int leases) {
   std::lock_guard lock(impl_->mutex);
   if (auto* s = impl_->service(svc)) s->leases->Set(leases);
 }
+void Metrics::add_active_leases(const std::string& svc, int delta) {
+  std::lock_guard lock(impl_->mutex);
+  auto* s = impl_->service(svc);
+  if (s == nullptr) return;
+  if (delta >= 0) {
+    s->leases->Increment(delta);
+  } else {
+    s->leases->Decrement(-delta);
+  }
+}
 void Metrics::inc_proxied_request(const std::string& svc, const std::string& endpoint, int status_code) {
   std::lock_guard lock(impl_->mutex);
   auto& m = *impl_;

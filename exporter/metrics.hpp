@@ -81,6 +81,10 @@ class Metrics {
   void inc_wake(const std::string& svc);
   void inc_eviction(const std::string& svc, const std::string& action);  // "sleep" | "stop"
   void set_active_leases(const std::string& svc, int leases);
+  // +1 when a lease is handed out, -1 when it ends. The scheduler counts its two kinds of
+  // lease (its own, and those taken through a service's lease gate on the caller's thread)
+  // this way, so the gauge is their sum without either side knowing the other's count.
+  void add_active_leases(const std::string& svc, int delta);
   void inc_proxied_request(const std::string& svc, const std::string& endpoint, int status_code);
 
   // --- scheduler ---

@@ -116,7 +116,8 @@ struct Svc {
   bool stop_after_op = false;
   std::string stop_reason;
   // usage
-  int leases = 0;
+  std::size_t gate = 0;  // slot of its lease gate (LeaseGates)
+  int leases = 0;        // leases handed out by serve(); gate leases are counted by the gate
   std::int64_t last_used = 0;
   TimePoint keep_alive_until{};
   std::optional<double> cold_est, wake_est;
@@ -164,8 +165,11 @@ struct SchedulerCore::Impl {
   std::map<std::string, RequestRec> requests;
   std::deque<RequestInfo> recent;
   mutable std::shared_ptr<const std::vector<RequestInfo>> recent_cache;
-  std::map<LeaseId, std::string> leases;
+  std::map<LeaseId, std::string> leases;  // the core's own leases (serve); never the gate bit
   LeaseId next_lease = 1;
+  // Every Svc holds a slot here (add_svc). Shared with other threads: the shell's fast path
+  // takes and gives back leases through it. Never replaced while the core lives.
+  std::unique_ptr<LeaseGates> gates = std::make_unique<LeaseGates>();
   std::uint64_t next_op = 1;
   std::uint64_t next_request = 1;
   std::map<std::uint64_t, std::string> op_owner;  // op -> service
@@ -206,9 +210,48 @@ struct SchedulerCore::Impl {
         metrics(m),
         queue(cfg->daemon.policy.queue_max, cfg->daemon.policy.aging_interval) {
     for (const auto& p : cfg->presets) {
-      svcs[p.id].preset = std::make_shared<const config::Preset>(p);
+      add_svc(p.id).preset = std::make_shared<const config::Preset>(p);
     }
     register_services();
+  }
+
+  Svc& add_svc(const std::string& id) {
+    Svc& s = svcs[id];
+    s.gate = gates->add(id);
+    return s;
+  }
+
+  // ---------- lease gates ----------
+  // Rule: a service's gate is open exactly while the core itself would serve a request for it
+  // at once (serves_now). Forced ways out (a crash, an exit, removal by a reload) close it
+  // regardless of its count; the ways out that gpumod chooses (eviction, sleep/stop commands,
+  // mode drain, deferred stop, restart) first claim() the service.
+  LeaseGate& gate_of(const Svc& s) const { return *gates->gate(s.gate); }
+  static bool serves_now(const Svc& s) {
+    return s.state == SvcState::ready && s.phase == Phase::idle && !s.retire;
+  }
+  // Leases of both kinds, for reports (snapshot, messages).
+  int leases_of(const Svc& s) const { return s.leases + static_cast<int>(gate_of(s).count()); }
+  // Leases of both kinds for a decision that may wait for them: the gate then reports when its
+  // leases end (on_gate_drained), as release_lease does for the core's own.
+  int busy_leases(const Svc& s) const { return s.leases + static_cast<int>(gate_of(s).watch()); }
+  // gpumod wants `s` out of ready: true (and its gate closed) when no lease of either kind is
+  // held. Otherwise the service stays as it is, busy; the end of the last lease calls back
+  // (release_lease or on_gate_drained) and the caller's decision is taken again.
+  bool claim(Svc& s) { return s.leases == 0 && gate_of(s).try_close(); }
+  void close_gate(Svc& s) {
+    LeaseGate& g = gate_of(s);
+    if (g.is_open()) g.force_close();
+  }
+  void sync_gates() {
+    for (auto& [id, s] : svcs) {
+      LeaseGate& g = gate_of(s);
+      if (serves_now(s)) {
+        if (!g.is_open()) g.open();
+      } else if (g.is_open()) {
+        g.force_close();
+      }
+    }
   }
 
   const config::PolicySettings& policy() const { return cfg->daemon.policy; }
@@ -228,6 +271,7 @@ struct SchedulerCore::Impl {
   // ---------- state ----------
   void set_state(const std::string& id, Svc& s, SvcState st, TimePoint now) {
     if (s.state == st) return;
+    if (st != SvcState::ready) close_gate(s);
     s.state = st;
     s.state_since = now;
     persist_dirty = true;
@@ -331,7 +375,7 @@ struct SchedulerCore::Impl {
       sv.can_sleep = s.preset->can_sleep();
       sv.priority = s.preset->priority;
       sv.pinned = s.preset->pinned || s.phase != Phase::idle || s.retire;
-      sv.leases = s.leases;
+      sv.leases = busy_leases(s);
       sv.keep_alive_active = now < s.keep_alive_until;
       sv.last_used = s.last_used;
       sv.cold_start_s = s.cold_est.value_or(30.0);
@@ -404,7 +448,7 @@ struct SchedulerCore::Impl {
       ++s.leases;
       o.lease = lease;
       out.changed = true;
-      if (metrics != nullptr) metrics->set_active_leases(id, s.leases);
+      if (metrics != nullptr) metrics->add_active_leases(id, 1);
     }
     touch(s, r.spec.keep_alive, now);
     if (metrics != nullptr) metrics->observe_admission_wait(secs(now - r.enqueued));
@@ -630,7 +674,10 @@ struct SchedulerCore::Impl {
           break;
         case policy::Outcome::plan:
           if (!blocked.empty() && !backfill_safe(plan, gv, sv, blocked)) break;
-          execute(id, plan, ids, now);
+          if (!execute(id, plan, ids, now)) {
+            blocked.push_back({idx, prio});
+            break;
+          }
           absorb_queued(id, s, now);
           sv = service_views(now, nullptr);
           gv = gpu_views();
@@ -639,10 +686,25 @@ struct SchedulerCore::Impl {
     }
   }
 
-  // Start running a plan whose target is `target`.
-  void execute(const std::string& target, const policy::Plan& plan, const std::vector<std::string>& ids,
+  // Start running a plan whose target is `target`. False (nothing done) when a victim took a
+  // gate lease after the plan was made: the target waits as for any busy victim, and the end of
+  // that lease plans again (the planner may also pick another victim then).
+  bool execute(const std::string& target, const policy::Plan& plan, const std::vector<std::string>& ids,
                TimePoint now) {
     Svc& t = svcs.at(target);
+    std::vector<Svc*> claimed;
+    for (const auto& a : plan.actions) {
+      if (a.kind != policy::ActionKind::sleep && a.kind != policy::ActionKind::stop) continue;
+      Svc& v = svcs.at(ids.at(a.service));
+      if (!claim(v)) {
+        spdlog::info("not evicting {} for {}: it holds {} lease(s)", ids.at(a.service), target, leases_of(v));
+        for (Svc* c : claimed) {
+          if (serves_now(*c)) gate_of(*c).open();  // untouched: open again
+        }
+        return false;
+      }
+      claimed.push_back(&v);
+    }
     std::set<std::string> evicted;
     for (const auto& a : plan.actions) {
       switch (a.kind) {
@@ -683,15 +745,18 @@ struct SchedulerCore::Impl {
     set_state(target, t, t.wake_path ? SvcState::waking : SvcState::starting, now);
     spdlog::info("admitting {}: {}", target, plan.reason);
     advance(now);
+    return true;
   }
 
   void begin_sleep(const std::string& id, Svc& s, TimePoint now) {
+    close_gate(s);  // claimed by the caller: already closed and empty
     s.phase = Phase::sleeping_op;
     set_state(id, s, SvcState::sleeping, now);
     out.effects.push_back(effect(Effect::Kind::sleep, id, s));
   }
 
   void begin_stop(const std::string& id, Svc& s, const std::string& reason, TimePoint now) {
+    close_gate(s);  // claimed by the caller, or forced (crash, exit, removal)
     s.phase = Phase::stopping_op;
     s.stop_reason = reason;
     if (s.state != SvcState::failed) set_state(id, s, SvcState::stopping, now);
@@ -1093,7 +1158,10 @@ struct SchedulerCore::Impl {
 
   // A service became idle (ready or sleeping, no op): deferred stops, retire, restart.
   void after_idle(const std::string& id, Svc& s, TimePoint now) {
-    if (s.phase != Phase::idle || s.leases > 0) return;
+    if (s.phase != Phase::idle) return;
+    const bool restart = s.restart_with && (s.state == SvcState::ready || s.state == SvcState::sleeping);
+    if (!s.stop_after_op && !s.retire && !restart) return;  // nothing waits: leave the gate alone
+    if (!claim(s)) return;                                  // busy: the last lease's end comes back here
     if (s.stop_after_op) {
       s.stop_after_op = false;
       begin_stop(id, s, s.stop_reason, now);
@@ -1103,9 +1171,7 @@ struct SchedulerCore::Impl {
       begin_stop(id, s, "removed from the config", now);
       return;
     }
-    if (s.restart_with && (s.state == SvcState::ready || s.state == SvcState::sleeping)) {
-      const int gpu_pref = s.gpu;
-      (void)gpu_pref;
+    if (restart) {
       s.start_after_stop = s.state == SvcState::ready;
       begin_stop(id, s, "config changed: restarting", now);
     }
@@ -1147,7 +1213,10 @@ struct SchedulerCore::Impl {
         }
       }
     }
-    execute(id, plan, ids, now);
+    if (!execute(id, plan, ids, now)) {
+      if (waiting != nullptr) *waiting = true;
+      return id + " cannot start now: a service it would evict holds a lease";
+    }
     absorb_queued(id, s, now);
     return std::nullopt;
   }
@@ -1398,11 +1467,22 @@ struct SchedulerCore::Impl {
     auto sit = svcs.find(id);
     if (sit == svcs.end()) return;
     Svc& s = sit->second;
-    s.leases = std::max(0, s.leases - 1);
+    if (s.leases > 0) {
+      --s.leases;
+      if (metrics != nullptr) metrics->add_active_leases(id, -1);
+    }
     s.last_used = now.time_since_epoch().count();
-    if (metrics != nullptr) metrics->set_active_leases(id, s.leases);
     out.changed = true;
     after_idle(id, s, now);
+    if (mode_job) progress_mode(now);
+    pump(now);
+  }
+
+  // The last gate lease of a service ended while something waited for it (watch/try_close).
+  void on_gate_drained(std::size_t slot, TimePoint now) {
+    out.changed = true;  // the lease count in the snapshot
+    const auto it = svcs.find(gates->name(slot));
+    if (it != svcs.end()) after_idle(it->first, it->second, now);
     if (mode_job) progress_mode(now);
     pump(now);
   }
@@ -1470,15 +1550,15 @@ struct SchedulerCore::Impl {
           return reply(false, 409,
                        id + " is " + policy::to_string(s.state) + "; only a ready service can sleep");
         }
-        if (s.leases > 0)
-          return reply(false, 409, id + " is busy: " + std::to_string(s.leases) + " active lease(s)");
+        if (!claim(s))
+          return reply(false, 409, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
         s.tokens_slept.push_back(token);
         begin_sleep(id, s, now);
         return;
       }
       case ServiceAction::stop: {
-        if (s.leases > 0)
-          return reply(false, 409, id + " is busy: " + std::to_string(s.leases) + " active lease(s)");
+        if (!claim(s))
+          return reply(false, 409, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
         if (request_stop(id, s, "stopped by request", now)) return reply(true, 200, id + " is stopped");
         s.tokens_stopped.push_back(token);
         advance(now);
@@ -1537,9 +1617,9 @@ struct SchedulerCore::Impl {
         if (s.phase == Phase::idle && s.state == SvcState::stopped) continue;
         drained = false;
         if (s.phase == Phase::stopping_op) continue;
-        if (s.leases > 0) {
+        if (!claim(s)) {
           if (now >= job.drain_deadline) {
-            job.result.errors.push_back(id + " is still busy with " + std::to_string(s.leases) +
+            job.result.errors.push_back(id + " is still busy with " + std::to_string(leases_of(s)) +
                                         " active lease(s) after " + fmt_secs(now - job.started) +
                                         "; not stopped");
             return finish_mode(now);
@@ -1634,7 +1714,7 @@ struct SchedulerCore::Impl {
     for (const auto& p : next->presets) {
       auto it = svcs.find(p.id);
       if (it == svcs.end()) {
-        svcs[p.id].preset = std::make_shared<const config::Preset>(p);
+        add_svc(p.id).preset = std::make_shared<const config::Preset>(p);
         r.added.push_back(p.id);
         continue;
       }
@@ -1703,7 +1783,7 @@ struct SchedulerCore::Impl {
       auto it = svcs.find(run.service_id);
       if (it == svcs.end()) {
         // Running but no longer configured: stop it (nothing gpumod started is left behind).
-        auto& s = svcs[run.service_id];
+        auto& s = add_svc(run.service_id);
         auto p = std::make_shared<config::Preset>();
         p->id = run.service_id;
         s.preset = std::move(p);
@@ -1780,7 +1860,7 @@ struct SchedulerCore::Impl {
       ss.measured_bytes = s.measured;
       ss.priority = s.preset->priority;
       ss.pinned = s.preset->pinned;
-      ss.leases = s.leases;
+      ss.leases = leases_of(s);
       ss.pid = s.pids.empty() ? 0 : s.pids.front();
       if (!s.preset->model_id.empty()) ss.models.push_back(s.preset->model_id);
       for (const auto& a : s.preset->aliases) ss.models.push_back(a);
@@ -1923,6 +2003,12 @@ Result<void> SchedulerCore::cancel(const std::string& request_id, TimePoint now)
 void SchedulerCore::release_lease(LeaseId lease, TimePoint now) {
   impl_->release_lease(lease, now);
 }
+void SchedulerCore::on_gate_drained(std::size_t slot, TimePoint now) {
+  impl_->on_gate_drained(slot, now);
+}
+LeaseGates& SchedulerCore::gates() {
+  return *impl_->gates;
+}
 void SchedulerCore::service_action(std::uint64_t token, const std::string& service, ServiceAction action,
                                    TimePoint now) {
   impl_->service_action(token, service, action, now);
@@ -1937,6 +2023,7 @@ Result<DryRun> SchedulerCore::dry_run(const std::string& model, TimePoint now) c
   return impl_->dry_run(model, now);
 }
 CoreOutput SchedulerCore::take_output() {
+  impl_->sync_gates();
   impl_->flush_persist();
   CoreOutput o = std::move(impl_->out);
   impl_->out = CoreOutput{};

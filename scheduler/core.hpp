@@ -31,6 +31,7 @@
 #include "exporter/metrics.hpp"
 #include "policy/planner.hpp"
 #include "scheduler/admission_queue.hpp"
+#include "scheduler/lease_gate.hpp"
 #include "scheduler/scheduler.hpp"
 
 namespace gpumod::scheduler {
@@ -129,13 +130,24 @@ class SchedulerCore {
   void note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive,
                    std::uint64_t count, TimePoint now);
   Result<void> cancel(const std::string& request_id, TimePoint now);
+  // A lease the core handed out (serve with hold_lease). Gate leases are given back to gates().
   void release_lease(LeaseId lease, TimePoint now);
+  // The gate of the service in `slot` emptied while the core waited for it (LeaseGates::release
+  // said notify): go on with what waited (deferred stop, eviction, mode drain).
+  void on_gate_drained(std::size_t slot, TimePoint now);
   void service_action(std::uint64_t token, const std::string& service, ServiceAction action, TimePoint now);
   void switch_mode(std::uint64_t token, const std::string& mode, TimePoint now);
   void reload(std::uint64_t token, const config::LoadResult& loaded, TimePoint now);
   [[nodiscard]] Result<DryRun> dry_run(const std::string& model, TimePoint now) const;
 
+  // The lease gates of the services (docs/scheduler.md "Leases and keep-alive"). The core opens
+  // and closes them; any thread may take and give back leases through them. The object lives
+  // as long as the core.
+  [[nodiscard]] LeaseGates& gates();
+
   // --- outputs ---
+  // Also opens the gate of every service that is ready, idle and not retiring and closes the
+  // others, so a gate opens only once the input that made the service ready is done.
   CoreOutput take_output();
   [[nodiscard]] Snapshot snapshot(TimePoint now) const;
   [[nodiscard]] const config::Config& config() const;

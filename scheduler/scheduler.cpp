@@ -208,6 +208,60 @@ struct Scheduler::Impl {
     return o;
   }
 
+  // Scheduler::submit's fast path for a lease: a lease through the gate of the model's service,
+  // or nothing (then the scheduler thread decides, as for any request). The gate is open only
+  // while the core would serve the service at once, and it opens after the snapshot showing the
+  // service's way there was published; so the snapshot read after a successful acquire shows
+  // this very ready spell (endpoint, GPU) or, rarely, a state it has moved to since (a crash:
+  // then the lease goes back and the scheduler thread answers).
+  std::optional<RequestOutcome> lease_from_gate(const RequestSpec& spec) {
+    if (!live.load(std::memory_order_acquire)) return std::nullopt;
+    const auto c = cfg.load();
+    if (!c) return std::nullopt;
+    const config::Preset* p = c->resolve_model(spec.model);
+    if (p == nullptr) return std::nullopt;
+    LeaseGates& gates = core.gates();  // thread-safe; the object lives as long as the core
+    const auto slot = gates.slot_of(p->id);
+    if (!slot) return std::nullopt;
+    const auto lease = gates.acquire(*slot);
+    if (!lease) return std::nullopt;
+    const auto s = snap.load();
+    const ServiceSnapshot* svc = nullptr;
+    if (s) {
+      for (const auto& x : s->services) {
+        if (x.id == p->id) svc = &x;
+      }
+    }
+    if (svc == nullptr || svc->state != policy::SvcState::ready || !record_served(svc->id, spec.keep_alive)) {
+      give_back_gate_lease(*lease, /*counted=*/false);
+      return std::nullopt;
+    }
+    if (deps.metrics != nullptr) deps.metrics->add_active_leases(svc->id, 1);
+    RequestOutcome o;
+    o.request_id = spec.request_id;
+    o.status = RequestStatus::ready;
+    o.http_status = 200;
+    o.message = svc->id + " is ready";
+    o.service = svc->id;
+    o.endpoint = "http://127.0.0.1:" + std::to_string(svc->port);
+    o.gpu = svc->gpu;
+    o.lease = *lease;
+    return o;
+  }
+
+  // On the caller's thread; the scheduler thread hears of it only when it waits for the gate
+  // to empty. counted: the lease is in the active-leases gauge.
+  void give_back_gate_lease(LeaseId lease, bool counted) {
+    LeaseGates& gates = core.gates();
+    const LeaseGates::Released r = gates.release(lease);
+    if (!r.released) {
+      spdlog::warn("lease {:#x} given back twice or never handed out: ignored", lease);
+      return;
+    }
+    if (counted && deps.metrics != nullptr) deps.metrics->add_active_leases(gates.name(r.slot), -1);
+    if (r.notify) post([this, slot = r.slot](TimePoint at) { core.on_gate_drained(slot, at); });
+  }
+
   Impl(config::Config c, Deps d)
       : deps(std::move(d)),
         state_dir(c.daemon.state_dir),
@@ -409,14 +463,12 @@ RequestTicket Scheduler::submit(RequestSpec spec) {
   Impl* impl = impl_.get();
   // Fast path: a model that is ready in the published snapshot is answered here, without a
   // round trip through the scheduler thread (bench/README.md "HTTP"); the use is recorded
-  // there afterwards. A lease must be counted by the scheduler before the caller relies on it,
-  // so lease requests always take the round trip. The snapshot can be a few microseconds old:
-  // a service evicted in that window is no different from one evicted just after the answer.
-  if (!spec.hold_lease) {
-    if (auto answered = impl->answer_from_snapshot(spec)) {
-      promise->set_value(std::move(*answered));
-      return ticket;
-    }
+  // there afterwards. The snapshot can be a few microseconds old: a service evicted in that
+  // window is no different from one evicted just after the answer. A lease is taken through
+  // the service's lease gate, which the scheduler closes before it lets the service go.
+  if (auto answered = spec.hold_lease ? impl->lease_from_gate(spec) : impl->answer_from_snapshot(spec)) {
+    promise->set_value(std::move(*answered));
+    return ticket;
   }
   const bool posted = impl->post([impl, promise, spec = std::move(spec)](TimePoint t) mutable {
     if (impl->request_promises.count(spec.request_id) != 0) {  // a live request has this id
@@ -466,6 +518,10 @@ Result<void> Scheduler::cancel(const std::string& request_id) {
 
 void Scheduler::release_lease(LeaseId lease) {
   Impl* impl = impl_.get();
+  if (LeaseGates::is_gate_lease(lease)) {
+    impl->give_back_gate_lease(lease, /*counted=*/true);
+    return;
+  }
   impl->post([impl, lease](TimePoint t) { impl->core.release_lease(lease, t); });
 }
 

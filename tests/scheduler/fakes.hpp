@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -136,6 +137,7 @@ class FakeWorld {
     return info;
   }
   Result<void> stop(const std::string& svc) {
+    if (before_release) before_release(svc);
     std::lock_guard<std::mutex> l(mu_);
     ++stops_[svc];
     const Behavior b = behaviors_[svc];
@@ -181,6 +183,7 @@ class FakeWorld {
     return {backends::Health::ready, ""};
   }
   Result<void> set_asleep(const std::string& svc, bool asleep) {
+    if (asleep && before_release) before_release(svc);
     std::lock_guard<std::mutex> l(mu_);
     const Behavior b = behaviors_[svc];
     if (asleep ? b.fail_sleep : b.fail_wake)
@@ -198,6 +201,10 @@ class FakeWorld {
     if (p == nullptr) return make_error("fake: not running");
     return p->asleep;
   }
+  // Called (on the caller's thread) at the start of every stop and sleep of a service: the
+  // moment its clients lose it. Set before the world is used from several threads.
+  std::function<void(const std::string& svc)> before_release;
+
   backends::ProbeSample sample() {
     std::lock_guard<std::mutex> l(mu_);
     backends::ProbeSample s;

@@ -140,6 +140,21 @@ class Rig {
     core->submit(std::move(s), now());
     settle();
   }
+  // A lease through the service's gate, as the shell's fast path takes it (nothing while the
+  // gate is closed).
+  std::optional<LeaseId> gate_lease(const std::string& svc) {
+    const auto slot = core->gates().slot_of(svc);
+    if (!slot) return std::nullopt;
+    return core->gates().acquire(*slot);
+  }
+  // Gives a gate lease back as the shell does: an emptied gate the core waits for is reported.
+  void give_back(LeaseId lease) {
+    const auto r = core->gates().release(lease);
+    if (r.notify) core->on_gate_drained(r.slot, now());
+    settle();
+  }
+  LeaseGate& gate(const std::string& svc) { return *core->gates().gate(core->gates().slot_of(svc).value()); }
+
   bool done(const std::string& id) const { return outcomes.count(id) != 0; }
   const RequestOutcome& outcome(const std::string& id) { return outcomes.at(id); }
   bool ready(const std::string& svc) const { return core->state_of(svc) == policy::SvcState::ready; }

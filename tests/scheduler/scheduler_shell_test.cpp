@@ -5,15 +5,18 @@
 
 #include <stdlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "exporter/metrics.hpp"
+#include "scheduler/lease_gate.hpp"
 #include "scheduler/scheduler.hpp"
 #include "tests/scheduler/fakes.hpp"
 #include "tests/scheduler/rig.hpp"
@@ -117,10 +120,13 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   EXPECT_EQ(t3.outcome.get().http_status, 200);
   EXPECT_EQ(t3.outcome.get().endpoint, "http://127.0.0.1:7070");
   EXPECT_EQ(t3.outcome.get().request_id, t3.request_id);
-  // A lease is counted by the scheduler thread before it is handed out.
+  // A lease on a ready model is taken through its gate, also before submit returns.
   auto leased = sched->submit(req("coder", /*lease=*/true));
-  ASSERT_TRUE(ready_in_time(leased.outcome));
+  ASSERT_EQ(leased.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(leased.outcome.get().http_status, 200);
+  EXPECT_EQ(leased.outcome.get().endpoint, "http://127.0.0.1:7070");
   ASSERT_TRUE(leased.outcome.get().lease.has_value());
+  EXPECT_TRUE(LeaseGates::is_gate_lease(*leased.outcome.get().lease));
   sched->release_lease(*leased.outcome.get().lease);
   auto snap = sched->snapshot();
   EXPECT_GT(snap->version, v0);
@@ -203,6 +209,139 @@ TEST(SchedulerShell, LeaseBlocksEvictionUntilReleasedAndModesSwitch) {
   auto plan = dr.get();
   ASSERT_TRUE(plan.ok()) << plan.error();
   EXPECT_FALSE(plan->steps.empty());
+}
+
+double active_leases(const exporter::Metrics& metrics, const std::string& svc) {
+  const std::string text = metrics.render();
+  const std::string key = "gpumod_service_active_leases{svc=\"" + svc + "\"} ";
+  const auto at = text.find(key);
+  return at == std::string::npos ? -1.0 : std::stod(text.substr(at + key.size()));
+}
+
+// The active-leases gauge counts the scheduler's own leases and gate leases together.
+TEST(SchedulerShell, ActiveLeasesCountBothKinds) {
+  TempDir dir;
+  Shell sh(dir.path);
+  exporter::Metrics metrics(exporter::BuildInfo{"test", "test", "test"});
+  sh.deps.metrics = &metrics;
+  auto sched = sh.make();
+  sched->start();
+  auto cold = sched->submit(req("embed", /*lease=*/true));  // not ready: the scheduler thread's lease
+  ASSERT_TRUE(ready_in_time(cold.outcome));
+  const auto slow = cold.outcome.get().lease;
+  ASSERT_TRUE(slow.has_value());
+  EXPECT_FALSE(LeaseGates::is_gate_lease(*slow));
+  auto warm = sched->submit(req("embed", /*lease=*/true));  // ready: through the gate
+  ASSERT_EQ(warm.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  const auto fast = warm.outcome.get().lease;
+  ASSERT_TRUE(fast.has_value());
+  EXPECT_TRUE(LeaseGates::is_gate_lease(*fast));
+  EXPECT_EQ(active_leases(metrics, "embed"), 2.0);
+  sched->release_lease(*fast);
+  EXPECT_EQ(active_leases(metrics, "embed"), 1.0);  // given back on this thread
+  sched->release_lease(*fast);                      // twice: ignored
+  EXPECT_EQ(active_leases(metrics, "embed"), 1.0);
+  sched->release_lease(*slow);
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (active_leases(metrics, "embed") != 0.0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(active_leases(metrics, "embed"), 0.0);
+  sched->stop();
+}
+
+// Clients take and give back leases on "coder" in a tight loop while the main thread keeps
+// asking for "nemo", which fits only once coder is put to sleep. Each client counts itself in
+// `held` while it holds a lease; the fake driver's sleep (and the runner's stop) of coder
+// checks that nobody does. Also under ASan+UBSan in CI (and once by hand under TSan).
+TEST(SchedulerShell, NoLeasedServiceIsEvictedUnderConcurrentLeases) {
+  TempDir dir;
+  Shell sh(dir.path);
+  exporter::Metrics metrics(exporter::BuildInfo{"test", "test", "test"});
+  sh.deps.metrics = &metrics;
+  std::atomic<int> held{0};
+  std::atomic<int> violations{0};
+  std::atomic<int> evictions{0};
+  sh.world.before_release = [&](const std::string& svc) {
+    if (svc != "coder") return;
+    evictions.fetch_add(1);
+    if (held.load() != 0) violations.fetch_add(1);
+  };
+  auto sched = sh.make();
+  sched->start();
+  auto coder_ready = [&] {
+    for (const auto& s : sched->snapshot()->services) {
+      if (s.id == "coder") return s.state == policy::SvcState::ready;
+    }
+    return false;
+  };
+
+  constexpr int kClients = 4;
+  constexpr int kRounds = 5;
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0}, unanswered{0}, refused{0}, gate_leases{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      while (!stop.load()) {
+        auto t = sched->submit(req("coder", /*lease=*/true));
+        if (!ready_in_time(t.outcome)) {
+          unanswered.fetch_add(1);
+          return;
+        }
+        answered.fetch_add(1);
+        const RequestOutcome o = t.outcome.get();
+        if (o.http_status != 200 || !o.lease) {
+          refused.fetch_add(1);
+          continue;
+        }
+        if (LeaseGates::is_gate_lease(*o.lease)) gate_leases.fetch_add(1);
+        held.fetch_add(1);
+        std::this_thread::yield();  // "use" the endpoint
+        held.fetch_sub(1);
+        sched->release_lease(*o.lease);
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+    });
+  }
+  struct JoinAtExit {  // also when an assertion below ends the test early
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~JoinAtExit() { join(); }
+    void join() {
+      stop.store(true);
+      for (auto& t : threads) {
+        if (t.joinable()) t.join();
+      }
+    }
+  } join_clients{stop, clients};
+  int nemo_served = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    while (!coder_ready() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_TRUE(coder_ready()) << "round " << round;
+    auto t = sched->submit(req("nemo"));
+    ASSERT_TRUE(ready_in_time(t.outcome)) << "round " << round;
+    if (t.outcome.get().http_status == 200) ++nemo_served;
+  }
+  join_clients.join();
+
+  EXPECT_EQ(violations.load(), 0);
+  EXPECT_EQ(unanswered.load(), 0);
+  EXPECT_EQ(refused.load(), 0);
+  EXPECT_EQ(nemo_served, kRounds);
+  EXPECT_GE(evictions.load(), kRounds);
+  EXPECT_GT(gate_leases.load(), 0);
+  EXPECT_GT(answered.load(), gate_leases.load());  // some waited for coder to come back
+  EXPECT_EQ(held.load(), 0);
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (active_leases(metrics, "coder") != 0.0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(active_leases(metrics, "coder"), 0.0);
+  sched->stop();
 }
 
 TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
