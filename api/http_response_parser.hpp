@@ -133,8 +133,10 @@ class ResponseParser {
   // that is not complete. (No body parameter: EOF never adds body bytes.)
   Result feed_eof();
 
-  // Ready for the next response on the same connection; keeps buffer capacity.
-  void reset(bool response_to_head = false);
+  // Ready for the next response on the same connection (or a retry on a new one); keeps buffer
+  // capacity. The first form keeps the HEAD flag, the second sets it for the next request.
+  void reset() { reset(response_to_head_); }
+  void reset(bool response_to_head);
 
   [[nodiscard]] Result result() const;
   [[nodiscard]] bool head_ready() const { return head_ready_; }
