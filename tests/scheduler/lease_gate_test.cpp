@@ -98,6 +98,7 @@ TEST(LeaseGate, CloseNeverSucceedsWhileAThreadHoldsALease) {
   std::atomic<int> acquired{0};
   std::atomic<bool> done{false};
   std::vector<std::thread> threads;
+  threads.reserve(3);
   for (int t = 0; t < 3; ++t) {
     threads.emplace_back([&] {
       while (!done.load()) {
