@@ -163,6 +163,7 @@ TEST(SchedulerShell, EveryFastPathAnswerIsRecordedInTheAdmissionWaitHistogram) {
   const double before = count();
   constexpr int kAnswers = 500;
   std::vector<std::thread> clients;
+  clients.reserve(4);
   for (int c = 0; c < 4; ++c) {
     clients.emplace_back([&] {
       for (int i = 0; i < kAnswers / 4; ++i) {
@@ -281,6 +282,7 @@ TEST(SchedulerShell, NoLeasedServiceIsEvictedUnderConcurrentLeases) {
   std::atomic<bool> stop{false};
   std::atomic<int> answered{0}, unanswered{0}, refused{0}, gate_leases{0};
   std::vector<std::thread> clients;
+  clients.reserve(kClients);
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&] {
       while (!stop.load()) {
