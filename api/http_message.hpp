@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,6 +53,8 @@ struct HttpRequest {
   }
 };
 
+class Responder;  // api/http_async.hpp
+
 // Where a streaming response's producer writes its chunks (see HttpResponse::stream).
 class StreamSink {
  public:
@@ -82,6 +85,11 @@ struct HttpResponse {
   // worker thread, with the same request, to complete this response (the fast path answers
   // inline and defers only when it has to wait).
   std::function<void(HttpRequest&, HttpResponse&)> deferred;
+
+  // Set by an inline handler that answers later without holding any thread (api/http_async.hpp):
+  // the server parks the connection and calls this on the loop thread with the Responder
+  // through which the answer goes out.
+  std::function<void(const std::shared_ptr<Responder>&)> async;
 
   void set_content(std::string content, std::string type) {
     body = std::move(content);

@@ -20,10 +20,14 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_map>
+
+#include "api/http_async.hpp"
 
 namespace gpumod::api::http {
 
@@ -119,10 +123,27 @@ void append_hex(std::string& out, std::uint64_t n) {
 enum class BodyKind { none, length, chunked };
 enum class ChunkState { size_line, data, data_crlf, trailer };
 
+// What an epoll event's data.ptr points to (besides the listening socket and the eventfd).
+struct Pollable {
+  enum class Kind { connection, watch };
+  explicit Pollable(Kind k) : kind(k) {}
+  Kind kind;
+};
+
+// An fd a handler watches through the Reactor.
+struct Watch : Pollable {
+  Watch() : Pollable(Kind::watch) {}
+  Reactor::Id id = 0;
+  int fd = -1;
+  Reactor::FdCallback callback;
+  bool dead = false;  // unwatched; freed after the current batch of events
+};
+
 // One client connection. While `in_worker` is true a worker thread owns it and the loop does
 // not touch it (not even the loop-side fields below, except `readable`, which only the loop
 // ever reads or writes).
-struct Connection {
+struct Connection : Pollable {
+  Connection() : Pollable(Kind::connection) {}
   int fd = -1;
   std::string remote_addr;
 
@@ -136,6 +157,9 @@ struct Connection {
   std::string in;
   std::size_t in_pos = 0;
   bool in_worker = false;
+  // Parked: an async handler answers later through this Responder (api/http_async.hpp); no
+  // request is read meanwhile. Loop thread only.
+  std::shared_ptr<Responder> parked;
   bool closed = false;
   bool readable = true;      // edge-triggered: the kernel may hold unread bytes
   bool hangup_seen = false;  // an event reported EPOLLRDHUP / EPOLLHUP / EPOLLERR
@@ -195,8 +219,11 @@ bool wants_keep_alive(const HttpRequest& req) {
   return !iequals(trim(c), "close");
 }
 
-// Status line, headers and (unless streaming) the body, appended to `out`.
-void serialize(const HttpResponse& res, bool keep_alive, bool http10, std::string& out) {
+enum class Framing { length, chunked };
+
+// Status line, headers and (with Framing::length) the body, appended to `out`. A chunked
+// answer to an HTTP/1.0 client has no framing: its body ends with the connection.
+void serialize(const HttpResponse& res, Framing framing, bool keep_alive, bool http10, std::string& out) {
   out.reserve(out.size() + 160 + res.body.size());
   out += "HTTP/1.1 ";
   append_number(out, static_cast<std::uint64_t>(res.status));
@@ -214,7 +241,7 @@ void serialize(const HttpResponse& res, bool keep_alive, bool http10, std::strin
     out += res.content_type;
     out += "\r\n";
   }
-  if (res.stream) {
+  if (framing == Framing::chunked) {
     if (!http10) out += "Transfer-Encoding: chunked\r\n";
   } else {
     out += "Content-Length: ";
@@ -227,7 +254,21 @@ void serialize(const HttpResponse& res, bool keep_alive, bool http10, std::strin
     out += "Connection: keep-alive\r\n";
   }
   out += "\r\n";
-  if (!res.stream) out += res.body;
+  if (framing == Framing::length) out += res.body;
+}
+
+void serialize(const HttpResponse& res, bool keep_alive, bool http10, std::string& out) {
+  serialize(res, res.stream ? Framing::chunked : Framing::length, keep_alive, http10, out);
+}
+
+// One chunk of a chunked body (just the data for HTTP/1.0), appended to `out`.
+void append_chunk(std::string_view data, bool http10, std::string& out) {
+  if (!http10) {
+    append_hex(out, data.size());
+    out += "\r\n";
+  }
+  out += data;
+  if (!http10) out += "\r\n";
 }
 
 // Blocking write on a non-blocking socket: poll() in slices, so a stop is noticed; gives up
@@ -256,9 +297,9 @@ bool write_all(int fd, std::string_view data, std::chrono::milliseconds timeout,
 
 // ------------------------------------------------------------------------------------------
 
-struct HttpServer::Loop {
+struct HttpServer::Loop final : Reactor {
   explicit Loop(HttpServer& owner) : server(owner), opts(owner.options_) {}
-  ~Loop() {
+  ~Loop() override {
     if (listen_fd >= 0) ::close(listen_fd);
   }
   Loop(const Loop&) = delete;
@@ -281,11 +322,12 @@ struct HttpServer::Loop {
 
   // --- worker pool ---
   struct WorkItem {
-    Connection* conn = nullptr;
+    Connection* conn = nullptr;  // null: a Reactor::offload task
     HttpRequest req;
     HttpResponse res;
     const Handler* handler = nullptr;  // null: only `res.deferred` / `res.stream` to run
     bool keep_alive = true;
+    Callback task;
   };
   std::mutex pool_mutex;
   std::condition_variable pool_cv;
@@ -293,9 +335,259 @@ struct HttpServer::Loop {
   bool pool_stop = false;
   std::vector<std::thread> workers;
 
-  // --- connections handed back by workers ---
+  // --- connections handed back by workers, and Reactor::post callbacks (same eventfd) ---
   std::mutex returned_mutex;
   std::vector<Connection*> returned;
+  std::vector<Callback> posted;
+
+  // --- Reactor: watches, timers, connections an async answer touched ---
+  Id next_id = 1;
+  std::unordered_map<Id, std::unique_ptr<Watch>> watches;
+  std::vector<std::unique_ptr<Watch>> dead_watches;  // unwatched this round; freed after it
+  std::multimap<Clock::time_point, Id> timer_order;
+  std::unordered_map<Id, Callback> timers;
+  std::vector<Connection*> dirty;  // to service() at the end of this round
+
+  // ---------------------------------------------------------------- Reactor
+
+  Id watch(int fd, std::uint32_t events, FdCallback callback) override {
+    auto w = std::make_unique<Watch>();
+    w->id = next_id++;
+    w->fd = fd;
+    w->callback = std::move(callback);
+    epoll_event ev{};
+    ev.events = events | EPOLLET;
+    ev.data.ptr = static_cast<Pollable*>(w.get());
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return 0;
+    const Id id = w->id;
+    watches.emplace(id, std::move(w));
+    return id;
+  }
+
+  void unwatch(Id id) override {
+    auto it = watches.find(id);
+    if (it == watches.end()) return;
+    it->second->dead = true;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, it->second->fd, nullptr);
+    // Not freed yet: this round's events may still point at it, and its callback may be the
+    // one running.
+    dead_watches.push_back(std::move(it->second));
+    watches.erase(it);
+  }
+
+  Id call_at(TimePoint when, Callback callback) override {
+    const Id id = next_id++;
+    timers.emplace(id, std::move(callback));
+    timer_order.emplace(when, id);
+    return id;
+  }
+
+  void cancel_call(Id id) override { timers.erase(id); }
+
+  void post(Callback callback) override {
+    {
+      std::lock_guard lock(returned_mutex);
+      posted.push_back(std::move(callback));
+    }
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd, &one, sizeof one);
+  }
+
+  void offload(Callback callback) override {
+    WorkItem item;
+    item.task = std::move(callback);
+    {
+      std::lock_guard lock(pool_mutex);
+      if (pool_stop) return;
+      pool_queue.push_back(std::move(item));
+    }
+    pool_cv.notify_one();
+  }
+
+  void run_timers(Clock::time_point now) {
+    while (!timer_order.empty() && timer_order.begin()->first <= now) {
+      const Id id = timer_order.begin()->second;
+      timer_order.erase(timer_order.begin());
+      auto it = timers.find(id);
+      if (it == timers.end()) continue;  // cancelled
+      Callback callback = std::move(it->second);
+      timers.erase(it);
+      callback();
+    }
+  }
+
+  // epoll_wait's timeout: the next timer, at most 250 ms (the sweep and stop checks).
+  int wait_timeout_ms(Clock::time_point now) {
+    constexpr int kTick = 250;
+    while (!timer_order.empty() && timers.count(timer_order.begin()->second) == 0) {
+      timer_order.erase(timer_order.begin());
+    }
+    if (timer_order.empty()) return kTick;
+    const auto due = timer_order.begin()->first;
+    if (due <= now) return 0;
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(due - now).count();
+    return static_cast<int>(std::min<std::int64_t>(ms, kTick));
+  }
+
+  void free_dead_watches() {
+    // A watch's callback may own things whose destructors unwatch more.
+    while (!dead_watches.empty()) {
+      auto dead = std::move(dead_watches);
+      dead_watches.clear();
+    }
+  }
+
+  void mark_dirty(Connection& c) { dirty.push_back(&c); }
+
+  void service_dirty(Clock::time_point now) {
+    for (int round = 0; round < 16 && !dirty.empty(); ++round) {
+      auto batch = std::move(dirty);
+      dirty.clear();
+      for (Connection* c : batch) {
+        if (!c->closed && !c->in_worker) service(*c, now);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- parked answers
+
+  // The Responder of a parked connection. Lives while the connection is parked (the connection
+  // holds it) and while the handler keeps it; `conn` is null once the answer is finished or the
+  // client is gone, which turns every call into a no-op.
+  class Parked final : public Responder, public std::enable_shared_from_this<Parked> {
+   public:
+    Parked(Loop& loop, Connection& c, HttpRequest req, HttpResponse res, bool keep_alive)
+        : loop_(loop), conn_(&c), req_(std::move(req)), res_(std::move(res)), keep_alive_(keep_alive) {}
+
+    [[nodiscard]] const HttpRequest& request() const override { return req_; }
+    HttpResponse& response() override { return res_; }
+    Reactor& reactor() override { return loop_; }
+    [[nodiscard]] bool open() const override { return conn_ != nullptr && !loop_.server.stopping(); }
+
+    void send() override {
+      if (!open() || streaming_) return;
+      Connection& c = *conn_;
+      if (!keep_alive_) c.close_after_write = true;
+      res_.stream = nullptr;
+      serialize(res_, Framing::length, !c.close_after_write, req_.http10, c.out);
+      end();
+    }
+
+    void start_stream() override {
+      if (!open() || streaming_) return;
+      streaming_ = true;
+      res_.stream = nullptr;
+      // An HTTP/1.0 client learns where the body ends from the close.
+      keep_alive_ = keep_alive_ && !req_.http10;
+      serialize(res_, Framing::chunked, keep_alive_, req_.http10, conn_->out);
+      loop_.mark_dirty(*conn_);
+    }
+
+    bool write(std::string_view data) override {
+      if (!open() || !streaming_) return false;
+      if (data.empty()) return true;
+      append_chunk(data, req_.http10, conn_->out);
+      loop_.mark_dirty(*conn_);
+      return true;
+    }
+
+    [[nodiscard]] std::size_t backlog() const override {
+      return conn_ != nullptr ? conn_->pending_output() : 0;
+    }
+
+    void notify_when_drained(Callback callback) override {
+      if (conn_ == nullptr) return;
+      drained_ = std::move(callback);
+      loop_.mark_dirty(*conn_);
+    }
+
+    void finish(bool complete) override {
+      if (conn_ == nullptr) return;
+      Connection& c = *conn_;
+      if (streaming_ && complete && !req_.http10) c.out += "0\r\n\r\n";
+      if (!complete || !keep_alive_ || loop_.server.stopping()) c.close_after_write = true;
+      end();
+    }
+
+    void on_gone(Callback callback) override { gone_ = std::move(callback); }
+
+    // The loop: the connection is closing (client gone, server stopping) before the end.
+    void connection_lost() {
+      if (conn_ == nullptr) return;
+      conn_ = nullptr;
+      drained_ = nullptr;
+      loop_.log_answer(req_, res_);
+      auto gone = std::move(gone_);
+      gone_ = nullptr;
+      if (gone) gone();
+    }
+
+    // The loop: after a flush, everything queued went out.
+    void drained() {
+      if (!drained_) return;
+      auto callback = std::move(drained_);
+      drained_ = nullptr;
+      callback();
+    }
+
+   private:
+    // The answer is complete (or abandoned): log it and give the connection back to the loop.
+    void end() {
+      auto self = shared_from_this();  // the connection may hold the last reference
+      Connection& c = *conn_;
+      conn_ = nullptr;
+      gone_ = nullptr;
+      drained_ = nullptr;
+      loop_.log_answer(req_, res_);
+      c.parked.reset();
+      loop_.mark_dirty(c);
+    }
+
+    Loop& loop_;
+    Connection* conn_;
+    HttpRequest req_;
+    HttpResponse res_;
+    bool keep_alive_;
+    bool streaming_ = false;
+    Callback drained_;
+    Callback gone_;
+  };
+
+  void park(Connection& c, HttpRequest req, HttpResponse res, bool keep_alive) {
+    auto async = std::move(res.async);
+    res.async = nullptr;
+    auto parked = std::make_shared<Parked>(*this, c, std::move(req), std::move(res), keep_alive);
+    c.parked = parked;
+    try {
+      async(parked);
+    } catch (const std::exception& e) {
+      spdlog::error("http: async handler for {} threw: {}", parked->request().path, e.what());
+      if (parked->open()) {
+        HttpResponse& out = parked->response();
+        out.body = e.what();
+        fill_error(parked->request(), out, 500);
+        parked->send();
+        parked->finish(false);  // if it had begun streaming
+      }
+    }
+  }
+
+  // A parked connection's events: send what the Responder queued, notice the client leaving.
+  void service_parked(Connection& c, Clock::time_point now) {
+    flush(c, now);
+    if (c.closed) return;
+    // The client hung up while waiting for its answer. A half-close counts too: like nginx, a
+    // proxy cannot tell it from a client that gave up, and holding a model server busy for a
+    // caller that is gone is the worse mistake.
+    if (c.hangup_seen) {
+      close_connection(c);
+      return;
+    }
+    if (c.pending_output() == 0) {
+      auto parked = std::static_pointer_cast<Parked>(c.parked);
+      parked->drained();
+    }
+  }
 
   // ---------------------------------------------------------------- errors and answers
 
@@ -303,6 +595,7 @@ struct HttpServer::Loop {
     res.status = status;
     res.stream = nullptr;
     res.deferred = nullptr;
+    res.async = nullptr;
     if (error_filler) {
       try {
         error_filler(req, res);
@@ -582,7 +875,8 @@ struct HttpServer::Loop {
   // worker, the connection is to close, or the answers pile up. True when it answered any.
   bool process(Connection& c) {
     bool any = false;
-    while (!c.in_worker && !c.closed && !c.close_after_write && c.pending_output() < kMaxOutputBacklog) {
+    while (!c.in_worker && !c.parked && !c.closed && !c.close_after_write &&
+           c.pending_output() < kMaxOutputBacklog) {
       int status = 0;
       if (!c.head_done) {
         const Step s = step_head(c, status);
@@ -655,7 +949,7 @@ struct HttpServer::Loop {
       if (found->segments[i] == "{}") req.captures.emplace_back(segs.parts[i]);
     }
     if (found->kind == HandlerKind::blocking) {
-      to_worker(c, WorkItem{&c, std::move(req), std::move(res), &found->handler, keep_alive});
+      to_worker(c, WorkItem{&c, std::move(req), std::move(res), &found->handler, keep_alive, nullptr});
       return;
     }
     try {
@@ -664,8 +958,12 @@ struct HttpServer::Loop {
       res.body = e.what();
       fill_error(req, res, 500);
     }
+    if (res.async) {
+      park(c, std::move(req), std::move(res), keep_alive);
+      return;
+    }
     if (res.deferred || res.stream) {
-      to_worker(c, WorkItem{&c, std::move(req), std::move(res), nullptr, keep_alive});
+      to_worker(c, WorkItem{&c, std::move(req), std::move(res), nullptr, keep_alive, nullptr});
       return;
     }
     answer_inline(c, req, res, keep_alive);
@@ -692,6 +990,14 @@ struct HttpServer::Loop {
         item = std::move(pool_queue.front());
         pool_queue.pop_front();
       }
+      if (item.conn == nullptr) {
+        try {
+          if (item.task) item.task();
+        } catch (const std::exception& e) {
+          spdlog::error("http: offloaded task threw: {}", e.what());
+        }
+        continue;
+      }
       serve_in_worker(item);
       Connection* conn = item.conn;
       item = WorkItem{};  // release what the response held before the loop sees the connection
@@ -712,12 +1018,7 @@ struct HttpServer::Loop {
       if (failed_ || stopping_.load()) return false;
       if (data.empty()) return true;
       frame_.clear();
-      if (!http10_) {
-        append_hex(frame_, data.size());
-        frame_ += "\r\n";
-      }
-      frame_ += data;
-      if (!http10_) frame_ += "\r\n";
+      append_chunk(data, http10_, frame_);
       failed_ = !write_all(c_.fd, frame_, opts_.write_timeout, stopping_);
       return !failed_;
     }
@@ -791,6 +1092,11 @@ struct HttpServer::Loop {
     if (c.closed) return;
     c.closed = true;
     ::close(c.fd);  // also leaves the epoll set
+    if (c.parked) {
+      auto parked = std::static_pointer_cast<Parked>(std::move(c.parked));
+      c.parked.reset();
+      parked->connection_lost();
+    }
     auto it = connections.find(&c);
     if (it != connections.end()) {
       graveyard.push_back(std::move(it->second));
@@ -867,8 +1173,12 @@ struct HttpServer::Loop {
 
   // Everything the loop does for a connection it owns: write, read, answer, repeat.
   void service(Connection& c, Clock::time_point now) {
+    if (c.parked && !c.closed && !c.in_worker) {
+      service_parked(c, now);
+      return;
+    }
     for (int round = 0; round < 64; ++round) {
-      if (c.closed || c.in_worker) return;
+      if (c.closed || c.in_worker || c.parked) return;
       flush(c, now);
       if (c.closed) return;
       if (c.draining) {
@@ -882,10 +1192,14 @@ struct HttpServer::Loop {
       const bool read_any = c.in.size() != before_read;
       const bool answered = backlog ? false : process(c);
       if (c.closed || c.in_worker) return;
+      if (c.parked) {
+        service_parked(c, now);
+        return;
+      }
       if (!answered && !read_any) break;
     }
     flush(c, now);
-    if (c.closed || c.in_worker) return;
+    if (c.closed || c.in_worker || c.parked) return;
     if (c.peer_closed && !c.draining && c.pending_output() < kMaxOutputBacklog) {
       // The client sent its last request; answer what is queued, then close.
       if (c.pending_output() == 0) {
@@ -929,7 +1243,7 @@ struct HttpServer::Loop {
       conn->remote_addr = host.data();
       epoll_event ev{};
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-      ev.data.ptr = conn.get();
+      ev.data.ptr = static_cast<Pollable*>(conn.get());
       if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         ::close(fd);
         continue;
@@ -944,10 +1258,13 @@ struct HttpServer::Loop {
     std::uint64_t value = 0;
     (void)!::read(wake_fd, &value, sizeof value);
     std::vector<Connection*> back;
+    std::vector<Callback> callbacks;
     {
       std::lock_guard lock(returned_mutex);
       back.swap(returned);
+      callbacks.swap(posted);
     }
+    for (auto& callback : callbacks) callback();
     for (Connection* c : back) {
       c->in_worker = false;
       c->last_activity = now;
@@ -962,7 +1279,7 @@ struct HttpServer::Loop {
   void sweep(Clock::time_point now) {
     std::vector<Connection*> expired;
     for (auto& [ptr, conn] : connections) {
-      if (conn->in_worker) continue;
+      if (conn->in_worker || conn->parked) continue;
       if (conn->draining ? now >= conn->drain_deadline : now - conn->last_activity >= opts.idle_timeout) {
         expired.push_back(ptr);
       }
@@ -994,7 +1311,8 @@ struct HttpServer::Loop {
     std::array<epoll_event, 256> events{};
     auto next_sweep = Clock::now() + std::chrono::seconds(1);
     while (!server.stopping()) {
-      const int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()), 250);
+      const int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
+                                 wait_timeout_ms(Clock::now()));
       const auto now = Clock::now();
       for (int i = 0; i < n; ++i) {
         void* tag = events[i].data.ptr;
@@ -1002,8 +1320,11 @@ struct HttpServer::Loop {
           accept_all(now);
         } else if (tag == &wake_tag) {
           take_returned(now);
+        } else if (static_cast<Pollable*>(tag)->kind == Pollable::Kind::watch) {
+          auto* w = static_cast<Watch*>(static_cast<Pollable*>(tag));
+          if (!w->dead) w->callback(events[i].events);
         } else {
-          auto* c = static_cast<Connection*>(tag);
+          auto* c = static_cast<Connection*>(static_cast<Pollable*>(tag));
           if (c->closed) continue;
           const auto what = events[i].events;
           if ((what & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) c->readable = true;
@@ -1011,7 +1332,10 @@ struct HttpServer::Loop {
           if (!c->in_worker) service(*c, now);
         }
       }
+      run_timers(now);
+      service_dirty(now);
       graveyard.clear();
+      free_dead_watches();
       if (accept_paused && now >= accept_resume) {
         epoll_event lev{};
         lev.events = EPOLLIN;
@@ -1039,10 +1363,31 @@ struct HttpServer::Loop {
     for (auto& t : workers) t.join();
     workers.clear();
     pool_queue.clear();  // unstarted work: its responses release what they hold
+    std::vector<Callback> unposted;
     {
       std::lock_guard lock(returned_mutex);
       returned.clear();
+      unposted.swap(posted);
     }
+    unposted.clear();
+    // Parked answers learn that their client is gone (they release what they hold), then
+    // whatever timers and watches are left are dropped; their owners close their own fds.
+    std::vector<Connection*> parked;
+    for (auto& [ptr, conn] : connections) {
+      if (conn->parked) parked.push_back(ptr);
+    }
+    for (Connection* c : parked) close_connection(*c);
+    for (int round = 0; round < 16 && (!timers.empty() || !watches.empty()); ++round) {
+      auto pending_timers = std::move(timers);
+      timers.clear();
+      timer_order.clear();
+      pending_timers.clear();
+      for (auto& [id, w] : watches) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, w->fd, nullptr);
+      auto pending_watches = std::move(watches);
+      watches.clear();
+      pending_watches.clear();
+    }
+    free_dead_watches();
     for (auto& [ptr, conn] : connections) {
       if (!conn->closed) ::close(conn->fd);
     }
@@ -1061,6 +1406,10 @@ HttpServer::HttpServer(HttpServerOptions options)
 HttpServer::~HttpServer() {
   stop();
   if (loop_->wake_fd >= 0) ::close(loop_->wake_fd);
+}
+
+Reactor& HttpServer::reactor() {
+  return *loop_;
 }
 
 void HttpServer::route(std::string method, const std::string& pattern, HandlerKind kind, Handler handler) {

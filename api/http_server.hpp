@@ -26,6 +26,9 @@
 //     itself (blocking with poll(), so no extra hop back to the loop on the answer's path), then
 //     returns the connection; the loop then goes on with requests the client pipelined. So
 //     answers stay in order and no thread is held by an idle connection.
+//   * An inline handler may also answer later without any thread (HttpResponse::async,
+//     api/http_async.hpp): the connection is parked on the loop, the handler's work goes on as
+//     fd and timer callbacks there, and the answer is written by the loop.
 //   * A connection is touched by exactly one thread at a time; the hand-offs (pool queue,
 //     return queue) are mutex-protected, which orders everything the other side wrote.
 //
@@ -42,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "api/http_async.hpp"
 #include "api/http_message.hpp"
 #include "config/result.hpp"
 
@@ -96,6 +100,9 @@ class HttpServer {
   // Safe from any thread, before, during or after run(); returns without waiting.
   void stop();
   [[nodiscard]] bool stopping() const { return stopping_.load(); }
+  // The loop as handlers may use it (api/http_async.hpp), for helpers that outlive one request
+  // (the proxy's upstream connection pool). Its loop-thread-only functions work once run() runs.
+  Reactor& reactor();
 
  private:
   struct Loop;

@@ -3,23 +3,18 @@
 // its answer back (SSE chunk by chunk when "stream": true). The lease is released when the
 // upstream call ends or the client goes away.
 //
-// Upstream connections come from a small keep-alive pool per endpoint (UpstreamPool in
-// http_context.hpp). What is safe about reusing them: httplib checks a pooled socket before
-// sending (a socket the service closed while idle reads as EOF and is replaced by a new
-// connection), which leaves only the race where the service closes it just as the request
-// goes out. Such a call is retried once, on a new connection, only when (a) the connection had
-// been used before, (b) the failure is a write error or a read error within the first second,
-// and (c) no byte of an answer reached gpumod (for streams: the upstream's status line had not
-// arrived, so nothing was passed to the client). A service that read the request and then died
-// without answering could in theory see it twice; a dead service refuses the retry's connection
-// anyway, so that costs at most one more 502. Read timeouts (504) and answers with any status
-// are never retried.
-#include <httplib.h>
+// Threads: everything runs on the HTTP server's loop thread (api/http_async.hpp): the request
+// is parsed and the lease taken inline, the upstream call (api/upstream.hpp) and the answer are
+// loop callbacks. When the model is ready the lease comes at once from the scheduler's lease
+// gate, so a proxied call never leaves the loop thread. Only a call whose model must first be
+// loaded waits on a worker thread (the scheduler answers through a future), and then comes
+// back to the loop.
+//
+// Streams are passed on as they arrive; when the client takes them slower than the service
+// writes, reading from the service pauses above kStreamBacklog and resumes once the client
+// has taken what is queued, so memory stays bounded and the service is held back by TCP.
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <set>
 
 #include "api/http_context.hpp"
@@ -29,40 +24,14 @@
 namespace gpumod::api {
 
 using nlohmann::json;
-using std::chrono::milliseconds;
-
-UpstreamPool::Lease UpstreamPool::acquire(const std::string& endpoint, bool fresh) {
-  if (!fresh) {
-    std::lock_guard lock(mutex_);
-    auto it = idle_.find(endpoint);
-    if (it != idle_.end() && !it->second.empty()) {
-      Lease lease{std::move(it->second.back()), true};
-      it->second.pop_back();
-      return lease;
-    }
-  }
-  auto client = std::make_unique<httplib::Client>(endpoint);
-  client->set_connection_timeout(connect_timeout_);
-  client->set_read_timeout(read_timeout_);
-  client->set_write_timeout(read_timeout_);
-  client->set_keep_alive(true);
-  client->set_tcp_nodelay(true);  // no Nagle delay on the small request bodies
-  return Lease{std::move(client), false};
-}
-
-void UpstreamPool::release(const std::string& endpoint, std::unique_ptr<httplib::Client> client) {
-  if (!client) return;
-  std::lock_guard lock(mutex_);
-  auto& idle = idle_[endpoint];
-  if (idle.size() < kMaxIdlePerEndpoint) idle.push_back(std::move(client));
-}
-
-void UpstreamPool::clear() {
-  std::lock_guard lock(mutex_);
-  idle_.clear();
-}
 
 namespace {
+
+// Bytes queued for a streaming client above which reading from the service pauses.
+constexpr std::size_t kStreamBacklog = std::size_t{256} * 1024;
+// The code counted in gpumod_proxy_requests_total for a call whose client left before the
+// answer was complete (nginx's convention; it never goes on the wire).
+constexpr int kClientGone = 499;
 
 // Releases the scheduler lease exactly once.
 class LeaseGuard {
@@ -82,238 +51,134 @@ class LeaseGuard {
   std::optional<scheduler::LeaseId> lease_;
 };
 
-struct Upstream {
-  std::string service;
-  std::string endpoint;  // "http://127.0.0.1:PORT"
-  std::string path;
-  std::string body;
-  httplib::Headers headers;
-};
-
-// An upstream failure as (status, message): 504 when it ran into the read timeout, else 502.
-std::pair<int, std::string> upstream_failure(const Context& ctx, const Upstream& up, httplib::Error error,
-                                             std::chrono::steady_clock::duration elapsed) {
-  const auto timeout = ctx.options.upstream_read_timeout;
-  if (error == httplib::Error::Read && elapsed >= timeout - timeout / 10) {
-    return {504, "service '" + up.service + "' at " + up.endpoint + " did not answer within " +
-                     std::to_string(timeout.count()) + " ms"};
-  }
-  if (error == httplib::Error::Connection || error == httplib::Error::ConnectionTimeout) {
-    return {502, "cannot connect to service '" + up.service + "' at " + up.endpoint + " (" +
-                     httplib::to_string(error) + "); it may have just exited: check GET /services/" +
-                     up.service};
-  }
-  return {502, "service '" + up.service + "' at " + up.endpoint + " failed while answering (" +
-                   httplib::to_string(error) + ")"};
-}
-
-// Whether a failed call on a pooled connection may be sent again on a new one (see the top of
-// this file).
-bool worth_a_retry(bool reused, httplib::Error error, std::chrono::steady_clock::duration elapsed) {
-  if (!reused) return false;
-  if (error == httplib::Error::Write) return true;
-  return error == httplib::Error::Read && elapsed < std::chrono::seconds(1);
-}
-
-// State shared by the upstream reader thread and the relay to the client.
-struct StreamPipe {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::deque<std::string> chunks;
-  bool headers_ready = false;
-  bool finished = false;
-  bool cancelled = false;
-  int status = 0;
-  std::string content_type;
-  httplib::Error error = httplib::Error::Success;
-  std::chrono::steady_clock::duration elapsed{};
-};
-
-class StreamSession {
+// One proxied call from the moment its model is ready: the call to the service and the answer
+// to the client. It keeps itself alive through the callbacks it gives the upstream call and the
+// responder (a cycle on purpose), which both drop them when the call ends or the client goes.
+class Exchange : public std::enable_shared_from_this<Exchange> {
  public:
-  StreamSession(Context& ctx, Upstream up, std::shared_ptr<LeaseGuard> lease)
-      : ctx_(ctx), up_(std::move(up)), lease_(std::move(lease)) {
-    auto pooled = ctx_.upstreams->acquire(up_.endpoint);
-    client_ = std::move(pooled.client);
-    reused_ = pooled.reused;
-  }
-  ~StreamSession() { finish(); }
-  StreamSession(const StreamSession&) = delete;
-  StreamSession& operator=(const StreamSession&) = delete;
+  Exchange(Context& ctx, std::shared_ptr<http::Responder> client, std::unique_ptr<LeaseGuard> lease,
+           std::string service, std::string endpoint, bool stream)
+      : ctx_(ctx),
+        client_(std::move(client)),
+        lease_(std::move(lease)),
+        service_(std::move(service)),
+        endpoint_(std::move(endpoint)),
+        path_(client_->request().path),
+        stream_(stream) {}
 
-  void start() {
-    thread_ = std::thread([this] { read_upstream(); });
+  void start(UpstreamCall::Request request) {
+    auto self = shared_from_this();
+    client_->on_gone([self] { self->client_gone(); });
+    UpstreamCall::Events events;
+    events.head = [self](const http::ResponseHead& head) { self->on_head(head); };
+    events.body = [self](std::string& data) { self->on_body(data); };
+    events.end = [self](UpstreamFailure failure, const std::string& detail) {
+      self->on_end(failure, detail);
+    };
+    UpstreamCall::Timeouts timeouts;
+    timeouts.connect = ctx_.options.upstream_connect_timeout;
+    timeouts.read = ctx_.options.upstream_read_timeout;
+    call_ = UpstreamCall::start(*ctx_.upstreams, std::move(request), timeouts, std::move(events));
   }
-
-  // Waits for the upstream's status line and headers (or its failure).
-  bool wait_headers() {
-    std::unique_lock lock(pipe_.mutex);
-    const auto deadline = std::chrono::steady_clock::now() + ctx_.options.upstream_connect_timeout +
-                          ctx_.options.upstream_read_timeout + std::chrono::seconds(1);
-    while (!pipe_.headers_ready) {
-      if (ctx_.stopping.load()) return false;
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) return false;
-      pipe_.cv.wait_until(lock, std::min(deadline, now + milliseconds(100)));
-    }
-    return true;
-  }
-
-  [[nodiscard]] int status() {
-    std::lock_guard lock(pipe_.mutex);
-    return pipe_.status;
-  }
-  [[nodiscard]] std::string content_type() {
-    std::lock_guard lock(pipe_.mutex);
-    return pipe_.content_type;
-  }
-  [[nodiscard]] std::pair<int, std::string> failure() {
-    std::lock_guard lock(pipe_.mutex);
-    return upstream_failure(ctx_, up_, pipe_.error, pipe_.elapsed);
-  }
-
-  // The streaming response's producer: passes chunks on as they arrive, then ends the call.
-  bool relay(http::StreamSink& sink) {
-    const bool complete = pump(sink);
-    finish();
-    ctx_.control->count_proxied_request(up_.service, up_.path, status());
-    return complete;
-  }
-
-  // Stops the upstream call if it still runs, joins the reader, releases the lease, and puts a
-  // cleanly finished connection back into the pool.
-  void finish() {
-    httplib::Client* running = nullptr;
-    {
-      std::lock_guard lock(pipe_.mutex);
-      if (!pipe_.finished) pipe_.cancelled = true;
-      running = client_.get();
-    }
-    if (thread_.joinable()) {
-      if (running != nullptr) running->stop();
-      thread_.join();
-    }
-    bool clean = false;
-    {
-      std::lock_guard lock(pipe_.mutex);
-      clean = pipe_.finished && !pipe_.cancelled && pipe_.error == httplib::Error::Success;
-    }
-    if (clean && client_) ctx_.upstreams->release(up_.endpoint, std::move(client_));
-    client_.reset();
-    lease_->release();
-  }
-
-  [[nodiscard]] const Upstream& upstream() const { return up_; }
 
  private:
-  bool pump(http::StreamSink& sink) {
-    std::unique_lock lock(pipe_.mutex);
-    for (;;) {
-      if (!pipe_.chunks.empty()) {
-        std::string data;
-        while (!pipe_.chunks.empty()) {
-          data += pipe_.chunks.front();
-          pipe_.chunks.pop_front();
-        }
-        lock.unlock();
-        if (!sink.write(data)) {
-          cancel("the client went away");
-          return false;
-        }
-        lock.lock();
-        continue;
-      }
-      if (pipe_.finished) return pipe_.error == httplib::Error::Success;
-      if (ctx_.stopping.load()) {
-        lock.unlock();
-        cancel("gpumod is shutting down");
-        return false;
-      }
-      pipe_.cv.wait_for(lock, milliseconds(100));
-      if (pipe_.chunks.empty() && !pipe_.finished) {
-        lock.unlock();
-        const bool gone = sink.cancelled();
-        if (gone) {
-          cancel("the client went away");
-          return false;
-        }
-        lock.lock();
-      }
+  void on_head(const http::ResponseHead& head) {
+    status_ = head.status;
+    content_type_ = head.headers.get("Content-Type");
+    if (!stream_) return;
+    HttpResponse& res = client_->response();
+    res.status = head.status;
+    res.content_type = content_type_.empty() ? "text/event-stream" : content_type_;
+    client_->start_stream();
+    streaming_ = true;
+  }
+
+  void on_body(std::string& data) {
+    if (!stream_) {
+      body_ += data;
+      return;
+    }
+    client_->write(data);
+    if (!paused_ && client_->backlog() > kStreamBacklog) {
+      paused_ = true;
+      call_->pause();
+      client_->notify_when_drained([self = shared_from_this()] {
+        self->paused_ = false;
+        if (self->call_) self->call_->resume();
+      });
     }
   }
 
-  void cancel(const char* why) {
-    spdlog::info("proxy: stream from '{}' ended early: {}", up_.service, why);
-    std::lock_guard lock(pipe_.mutex);
-    pipe_.cancelled = true;
+  void on_end(UpstreamFailure failure, const std::string& detail) {
+    auto self = shared_from_this();
+    int counted = status_;
+    if (failure == UpstreamFailure::none) {
+      if (streaming_) {
+        client_->finish(true);
+      } else {
+        HttpResponse& res = client_->response();
+        res.status = status_;
+        res.set_content(std::move(body_), content_type_.empty() ? "application/json" : content_type_);
+        client_->send();
+      }
+    } else if (streaming_) {
+      spdlog::info("proxy: stream from '{}' ended early: {} ({})", service_, to_string(failure), detail);
+      client_->finish(false);  // the client sees a truncated stream
+    } else {
+      auto [code, message] = failure_answer(failure, detail);
+      counted = code;
+      send_error(client_->response(), code, message);
+      client_->send();
+    }
+    ctx_.control->count_proxied_request(service_, path_, counted);
+    end();
   }
 
-  void read_upstream() {
-    const auto started = std::chrono::steady_clock::now();
-    httplib::Error error = httplib::Error::Success;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      httplib::Request req;
-      req.method = "POST";
-      req.path = up_.path;
-      req.headers = up_.headers;
-      req.body = up_.body;
-      req.response_handler = [this](const httplib::Response& r) {
-        std::lock_guard lock(pipe_.mutex);
-        pipe_.status = r.status;
-        pipe_.content_type = r.get_header_value("Content-Type");
-        pipe_.headers_ready = true;
-        pipe_.cv.notify_all();
-        return !pipe_.cancelled;
-      };
-      req.content_receiver = [this](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
-        std::lock_guard lock(pipe_.mutex);
-        if (pipe_.cancelled) return false;
-        pipe_.chunks.emplace_back(data, n);
-        pipe_.cv.notify_all();
-        return true;
-      };
-      httplib::Client* client = nullptr;
-      {
-        std::lock_guard lock(pipe_.mutex);
-        client = client_.get();
-      }
-      auto result = [&] {
-        ActiveClient registered(ctx_, client);
-        if (ctx_.stopping.load()) return httplib::Result(nullptr, httplib::Error::Canceled);
-        return client->send(req);
-      }();
-      if (result) {
-        error = httplib::Error::Success;
-        break;
-      }
-      error = result.error();
-      std::lock_guard lock(pipe_.mutex);
-      if (attempt > 0 || pipe_.headers_ready || pipe_.cancelled ||
-          !worth_a_retry(reused_, error, std::chrono::steady_clock::now() - started)) {
-        break;
-      }
-      spdlog::debug("proxy: pooled connection to '{}' failed ({}); retrying on a new one", up_.service,
-                    httplib::to_string(error));
-      retired_ = std::move(client_);  // finish() may still be calling stop() on it
-      client_ = ctx_.upstreams->acquire(up_.endpoint, true).client;
-      reused_ = false;
+  void client_gone() {
+    auto self = shared_from_this();
+    spdlog::info("proxy: the client of {} {} went away; ending the call to '{}'", client_->request().method,
+                 path_, service_);
+    if (call_) call_->cancel();
+    ctx_.control->count_proxied_request(service_, path_, kClientGone);
+    end();
+  }
+
+  void end() {
+    lease_->release();
+    call_.reset();
+    client_->on_gone(nullptr);
+  }
+
+  // The answer for a failed call: 504 when the service went silent, else 502.
+  std::pair<int, std::string> failure_answer(UpstreamFailure failure, const std::string& detail) const {
+    const std::string who = "service '" + service_ + "' at " + endpoint_;
+    switch (failure) {
+      case UpstreamFailure::read_timeout:
+        return {504, who + " did not answer within " +
+                         std::to_string(ctx_.options.upstream_read_timeout.count()) + " ms"};
+      case UpstreamFailure::connect:
+      case UpstreamFailure::connect_timeout:
+        return {502, "cannot connect to " + who + " (" + detail +
+                         "); it may have just exited: check GET /services/" + service_};
+      default:
+        return {502,
+                who + " failed while answering (" + std::string(to_string(failure)) + ": " + detail + ")"};
     }
-    std::lock_guard lock(pipe_.mutex);
-    pipe_.error = error;
-    if (error != httplib::Error::Success) pipe_.elapsed = std::chrono::steady_clock::now() - started;
-    pipe_.finished = true;
-    pipe_.headers_ready = true;
-    pipe_.cv.notify_all();
   }
 
   Context& ctx_;
-  Upstream up_;
-  std::shared_ptr<LeaseGuard> lease_;
-  std::unique_ptr<httplib::Client> client_;
-  std::unique_ptr<httplib::Client> retired_;
-  bool reused_ = false;
-  StreamPipe pipe_;
-  std::thread thread_;
+  std::shared_ptr<http::Responder> client_;
+  std::unique_ptr<LeaseGuard> lease_;
+  std::string service_;
+  std::string endpoint_;
+  std::string path_;
+  bool stream_;
+  std::shared_ptr<UpstreamCall> call_;
+  int status_ = 0;
+  std::string content_type_;
+  std::string body_;
+  bool streaming_ = false;
+  bool paused_ = false;
 };
 
 class Proxy {
@@ -350,25 +215,16 @@ class Proxy {
     send_json(res, 200, json{{"object", "list"}, {"data", data}});
   }
 
-  // On the loop thread: parse, check and submit (so the scheduler works on the lease while the
-  // call travels to a worker); the wait and the upstream call run on the worker. A large body
-  // is parsed on the worker too, so it cannot stall the loop.
+  // On the loop thread: parse, check and submit, then answer asynchronously (see the top of
+  // this file).
   void start(HttpRequest& req, HttpResponse& res) {
-    if (req.body.size() > kInlineBodyLimit) {
-      res.deferred = [this](HttpRequest& r, HttpResponse& out) {
-        if (auto pending = prepare(r, out)) complete(std::move(*pending), r, out);
-      };
-      return;
-    }
     auto pending = prepare(req, res);
     if (!pending) return;
-    res.deferred = [this, p = std::make_shared<Pending>(std::move(*pending))](
-                       HttpRequest& r, HttpResponse& out) { complete(std::move(*p), r, out); };
+    res.async = [this, p = std::make_shared<Pending>(std::move(*pending))](
+                    const std::shared_ptr<http::Responder>& client) { begin(p, client); };
   }
 
  private:
-  static constexpr std::size_t kInlineBodyLimit = std::size_t{64} * 1024;
-
   struct Pending {
     json body;
     std::string model;
@@ -376,17 +232,7 @@ class Proxy {
     const config::Preset* preset = nullptr;
     bool stream = false;
     scheduler::RequestTicket ticket;
-    bool taken = false;  // a worker went on with it
   };
-
-  static void abandon(Control& control, const scheduler::RequestTicket& ticket) {
-    if (ticket.outcome.valid() &&
-        ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-      if (const auto lease = ticket.outcome.get().lease) control.release_lease(*lease);
-      return;
-    }
-    (void)control.cancel(ticket.request_id);
-  }
 
   // Parses and checks the body and submits the request; answers (and returns nothing) when the
   // body is refused.
@@ -425,46 +271,82 @@ class Proxy {
     return p;
   }
 
-  // On a worker: waits for the model, then forwards the call.
-  void complete(Pending p, const HttpRequest& req, HttpResponse& res) {
-    json& body = p.body;
-    const std::string& model = p.model;
-    const config::Preset* preset = p.preset;
-    const bool stream = p.stream;
-    auto& ticket = p.ticket;
-    const auto why = wait_with_deadline(ctx_, ticket.outcome, request_budget(ctx_, std::nullopt));
-    if (why != WaitResult::ready) {
-      (void)ctx_.control->cancel(ticket.request_id);
-      if (why == WaitResult::stopping) {
-        send_error(res, 503, "gpumod is shutting down", 5);
-      } else {
-        send_error(res, 504, "model '" + model + "' did not become ready in time");
-      }
+  // On the loop: go on at once when the model is ready; otherwise wait for it on a worker.
+  void begin(const std::shared_ptr<Pending>& p, const std::shared_ptr<http::Responder>& client) {
+    if (p->ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      forward(*p, p->ticket.outcome.get(), client);
       return;
     }
-    const auto outcome = ticket.outcome.get();
-    auto lease = std::make_shared<LeaseGuard>(ctx_.control, outcome.lease);
+    http::Reactor& loop = client->reactor();
+    // A client that leaves while its model loads withdraws its request (off the loop: cancel
+    // waits for the scheduler's answer).
+    client->on_gone([this, &loop, id = p->ticket.request_id] {
+      loop.offload([this, id] { (void)ctx_.control->cancel(id); });
+    });
+    loop.offload([this, p, client, &loop] {
+      const auto why = wait_with_deadline(ctx_, p->ticket.outcome, request_budget(ctx_, std::nullopt));
+      loop.post([this, p, client, why] { resume(*p, why, client); });
+    });
+  }
+
+  // Back on the loop after the wait.
+  void resume(Pending& p, WaitResult why, const std::shared_ptr<http::Responder>& client) {
+    if (!client->open()) {
+      abandon(p.ticket);
+      return;
+    }
+    client->on_gone(nullptr);
+    if (why != WaitResult::ready) {
+      const std::string id = p.ticket.request_id;
+      client->reactor().offload([this, id] { (void)ctx_.control->cancel(id); });
+      if (why == WaitResult::stopping) {
+        send_error(client->response(), 503, "gpumod is shutting down", 5);
+      } else {
+        send_error(client->response(), 504, "model '" + p.model + "' did not become ready in time");
+      }
+      client->send();
+      return;
+    }
+    forward(p, p.ticket.outcome.get(), client);
+  }
+
+  // The client is gone: give back what the request got, or withdraw it.
+  void abandon(const scheduler::RequestTicket& ticket) {
+    if (ticket.outcome.valid() &&
+        ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      if (const auto lease = ticket.outcome.get().lease) ctx_.control->release_lease(*lease);
+    }
+  }
+
+  // The model's request was answered: forward the call, or pass the refusal on.
+  void forward(Pending& p, const scheduler::RequestOutcome& outcome,
+               const std::shared_ptr<http::Responder>& client) {
+    auto lease = std::make_unique<LeaseGuard>(ctx_.control, outcome.lease);
+    HttpResponse& res = client->response();
     if (outcome.status != scheduler::RequestStatus::ready) {
       send_error(res, outcome.http_status >= 400 ? outcome.http_status : 503,
-                 outcome.message.empty() ? "model '" + model + "' is not available" : outcome.message,
+                 outcome.message.empty() ? "model '" + p.model + "' is not available" : outcome.message,
                  outcome.retry_after_seconds);
+      client->send();
       return;
     }
-
-    Upstream up;
-    up.service = outcome.service;
-    up.endpoint = outcome.endpoint;
-    up.path = req.path;
-    up.body = rewrite_model(body, model, *preset) ? body.dump() : req.body;
-    up.headers = {{"Content-Type", "application/json"}, {kRequestIdHeader, request_id_of(res)}};
-    if (req.has_header("Accept")) up.headers.emplace("Accept", req.header("Accept"));
-
-    if (stream) {
-      forward_stream(std::move(up), std::move(lease), res);
-    } else {
-      forward_plain(up, res);
-      lease->release();
+    auto address = parse_endpoint(outcome.endpoint);
+    if (!address) {
+      send_error(res, 502, "service '" + outcome.service + "': " + address.error());
+      client->send();
+      return;
     }
+    const HttpRequest& req = client->request();
+    UpstreamCall::Request up;
+    up.address = std::move(*address);
+    up.path = req.path;
+    up.body = rewrite_model(p.body, p.model, *p.preset) ? p.body.dump() : req.body;
+    up.headers.add("Content-Type", "application/json");
+    up.headers.add(kRequestIdHeader, request_id_of(res));
+    if (req.has_header("Accept")) up.headers.add("Accept", req.header("Accept"));
+    auto exchange = std::make_shared<Exchange>(ctx_, client, std::move(lease), outcome.service,
+                                               outcome.endpoint, p.stream);
+    exchange->start(std::move(up));
   }
 
   // A single-model server knows its model by model_id, not by gpumod's service id or alias.
@@ -473,58 +355,6 @@ class Proxy {
     if (std::find(preset.models.begin(), preset.models.end(), model) != preset.models.end()) return false;
     body["model"] = preset.model_id;
     return true;
-  }
-
-  void forward_plain(const Upstream& up, HttpResponse& res) {
-    const auto started = std::chrono::steady_clock::now();
-    auto pooled = ctx_.upstreams->acquire(up.endpoint);
-    auto call = [&](httplib::Client& client) {
-      ActiveClient registered(ctx_, &client);
-      if (ctx_.stopping.load()) return httplib::Result(nullptr, httplib::Error::Canceled);
-      return client.Post(up.path, up.headers, up.body, "application/json");
-    };
-    auto result = call(*pooled.client);
-    if (!result && worth_a_retry(pooled.reused, result.error(), std::chrono::steady_clock::now() - started)) {
-      spdlog::debug("proxy: pooled connection to '{}' failed ({}); retrying on a new one", up.service,
-                    httplib::to_string(result.error()));
-      pooled = ctx_.upstreams->acquire(up.endpoint, true);
-      result = call(*pooled.client);
-    }
-    if (!result) {
-      auto [code, message] =
-          upstream_failure(ctx_, up, result.error(), std::chrono::steady_clock::now() - started);
-      send_error(res, code, message);
-      ctx_.control->count_proxied_request(up.service, up.path, code);
-      return;
-    }
-    res.status = result->status;
-    std::string type = result->get_header_value("Content-Type");
-    res.set_content(std::move(result->body), type.empty() ? "application/json" : type);
-    ctx_.control->count_proxied_request(up.service, up.path, result->status);
-    ctx_.upstreams->release(up.endpoint, std::move(pooled.client));
-  }
-
-  void forward_stream(Upstream up, std::shared_ptr<LeaseGuard> lease, HttpResponse& res) {
-    auto session = std::make_shared<StreamSession>(ctx_, std::move(up), std::move(lease));
-    session->start();
-    const auto& upstream = session->upstream();
-    if (!session->wait_headers()) {
-      session->finish();
-      send_error(res, 504, "service '" + upstream.service + "' did not start answering in time");
-      ctx_.control->count_proxied_request(upstream.service, upstream.path, 504);
-      return;
-    }
-    if (session->status() == 0) {  // failed before any response
-      auto [code, message] = session->failure();
-      session->finish();
-      send_error(res, code, message);
-      ctx_.control->count_proxied_request(upstream.service, upstream.path, code);
-      return;
-    }
-    res.status = session->status();
-    std::string type = session->content_type();
-    res.content_type = type.empty() ? "text/event-stream" : type;
-    res.stream = [session](http::StreamSink& sink) { return session->relay(sink); };
   }
 
   Context& ctx_;

@@ -467,6 +467,14 @@ struct ApiServer::Impl {
   Handlers handlers{ctx};
   bool bound = false;
 
+  Impl() = default;
+  // The pool's connections unwatch themselves on the server's loop: drop them first.
+  ~Impl() {
+    if (ctx.upstreams) ctx.upstreams->clear();
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
   void install() {
     http::HttpServerOptions o;
     o.host = ctx.options.host;
@@ -475,8 +483,7 @@ struct ApiServer::Impl {
     o.max_body_bytes = ctx.options.max_body_bytes;
     o.idle_timeout = ctx.options.idle_timeout;
     server = std::make_unique<http::HttpServer>(o);
-    ctx.upstreams = std::make_unique<UpstreamPool>(ctx.options.upstream_connect_timeout,
-                                                   ctx.options.upstream_read_timeout);
+    ctx.upstreams = std::make_unique<UpstreamPool>(server->reactor());
     server->set_before([this](HttpRequest& req, HttpResponse& res) { return before_route(req, res); });
     server->set_error_filler([this](const HttpRequest& req, HttpResponse& res) { fill_error(req, res); });
     server->set_logger([](const HttpRequest& req, const HttpResponse& res) { log_exchange(req, res); });
@@ -574,8 +581,8 @@ Result<int> ApiServer::bind() {
         "(every control endpoint then requires 'Authorization: Bearer <token>') or listen on 127.0.0.1");
   }
   if (impl_->bound) return make_error("the API server is already bound");
-  // The server's own writes use MSG_NOSIGNAL; the proxy's upstream client is httplib's, so a
-  // service that hangs up mid-request must not kill the daemon with SIGPIPE either.
+  // Every write of the server and the proxy uses MSG_NOSIGNAL; this is for anything else in the
+  // process that writes to a socket or pipe whose reader went away.
   std::signal(SIGPIPE, SIG_IGN);
   auto port = impl_->server->bind();
   if (!port) {
@@ -600,7 +607,6 @@ void ApiServer::run() {
 void ApiServer::stop() {
   impl_->ctx.stopping.store(true);
   impl_->server->stop();
-  impl_->ctx.stop_upstream_calls();
 }
 
 }  // namespace gpumod::api

@@ -15,8 +15,9 @@
 #      lag 0).
 #
 # Variants (one daemon each, run one after the other):
-#   default   default polling (health 50 ms, VRAM 20 ms), log level info (a line per request)
-#   fast      5 ms health/VRAM polling, --log-level warn
+#   default   the daemon's default polling (health 5 ms, VRAM 5 ms), log level info (a line per
+#             request)
+#   fast      the same polling set explicitly (5 ms), --log-level warn
 #
 # Usage: bench/http/run.sh            (from anywhere; the repo is found from this file)
 # Environment (all optional):
@@ -205,7 +206,7 @@ request_ready() {
   [[ $(jq -r .status <<<"$out") == ready ]] || { log "request for $1 did not get ready: $out"; return 1; }
 }
 
-# ---------- 3. scheduler overhead (default polling, then 5 ms) ----------
+# ---------- 3. scheduler overhead ----------
 tag() { sed "s/^RESULT /RESULT variant=$VARIANT /" >>"$RESULTS"; }
 
 sched_phase() {
@@ -277,7 +278,7 @@ done
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 echo
 echo "gpumod HTTP benchmarks  $(date -u +%Y-%m-%dT%H:%MZ)  nproc=$(nproc)  $(lscpu | sed -n 's/^Model name: *//p')  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "variants: default (the daemon's default polling: health 10 ms, VRAM 5 ms; log info); fast (5 ms polling, log warn)"
+echo "variants: default (the daemon's default polling: health 5 ms, VRAM 5 ms; log info); fast (5 ms polling set explicitly, log warn)"
 echo
 echo "1. Fast path: POST /request, model ready (wrk, $WRK_DURATION per run; median and best of $WRK_REPEAT runs; target >= 30000 req/s)"
 printf '| variant | wrk threads | conns | req/s median | req/s best | p50 (median run) | p99 (median run) | non-2xx | socket errors |\n|---|---|---|---|---|---|---|---|---|\n'

@@ -9,9 +9,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <poll.h>
+
+#include <array>
 #include <atomic>
+#include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "tests/api/test_server.hpp"
 
@@ -47,6 +52,136 @@ int unused_port() {
   }
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+// A raw TCP upstream whose connections follow a script, for what httplib's server will not do
+// on demand: close a kept-alive connection at a chosen moment, frame an answer a chosen way,
+// notice when gpumod hangs up. Connections are served one after the other.
+class RawUpstream {
+ public:
+  using Script = std::function<void(RawUpstream& self, int fd, int connection)>;
+
+  explicit RawUpstream(Script script) : script_(std::move(script)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(listen_fd_, 16) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("RawUpstream: cannot listen");
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~RawUpstream() {
+    stop_.store(true);
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  RawUpstream(const RawUpstream&) = delete;
+  RawUpstream& operator=(const RawUpstream&) = delete;
+
+  [[nodiscard]] std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] int requests() const { return requests_.load(); }
+  [[nodiscard]] int connections() const { return connections_.load(); }
+  [[nodiscard]] bool saw_hangup() const { return saw_hangup_.load(); }
+
+  // Reads one request (head and Content-Length body); false when the peer closed first.
+  bool read_request(int fd) {
+    std::string in;
+    std::array<char, 4096> buf{};
+    std::size_t need = std::string::npos;
+    for (;;) {
+      const auto head_end = in.find("\r\n\r\n");
+      if (head_end != std::string::npos && need == std::string::npos) {
+        const auto cl = in.find("Content-Length: ");
+        const std::size_t length = cl == std::string::npos ? 0 : std::stoul(in.substr(cl + 16));
+        need = head_end + 4 + length;
+      }
+      if (need != std::string::npos && in.size() >= need) {
+        requests_.fetch_add(1);
+        return true;
+      }
+      if (!wait_readable(fd)) return false;
+      const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+      if (n <= 0) return false;
+      in.append(buf.data(), static_cast<std::size_t>(n));
+    }
+  }
+  // Waits until gpumod closes its end (or 20 s pass); true when it did.
+  bool wait_for_hangup(int fd) {
+    std::array<char, 4096> buf{};
+    while (wait_readable(fd)) {
+      if (::recv(fd, buf.data(), buf.size(), 0) <= 0) {
+        saw_hangup_.store(true);
+        return true;
+      }
+    }
+    return false;
+  }
+  static void send_all(int fd, std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  static std::string answer(const std::string& body) {
+    return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }
+
+ private:
+  bool wait_readable(int fd) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!stop_.load() && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 20) > 0) return true;
+    }
+    return false;
+  }
+  void serve() {
+    for (int index = 0; !stop_.load();) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      connections_.fetch_add(1);
+      script_(*this, fd, index++);
+      ::close(fd);
+    }
+  }
+
+  Script script_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> requests_{0};
+  std::atomic<int> connections_{0};
+  std::atomic<bool> saw_hangup_{false};
+  std::thread thread_;
+};
+
+// A plain client socket to gpumod, for exchanges httplib's client will not make (pipelining,
+// hanging up mid-call).
+int connect_to(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string post_text(const std::string& path, const std::string& body) {
+  return "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
 class Upstream {
@@ -370,6 +505,209 @@ TEST(Proxy, BadBodiesAndUnknownModelsAreRefusedBeforeAnyScheduling) {
   EXPECT_EQ(unknown->status, 404);
   EXPECT_NE(unknown->body.find("GET /v1/models"), std::string::npos);
   EXPECT_TRUE(server.control().submitted().empty());
+}
+
+TEST(Proxy, AKeptAliveConnectionTheServiceDroppedIsRetriedOnceOnANewOne) {
+  // Connection 0 answers one call, then reads the next request and closes without answering
+  // (the race of a server closing an idle connection as a request goes out). Connection 1
+  // answers.
+  RawUpstream upstream([](RawUpstream& self, int fd, int connection) {
+    if (connection == 0) {
+      if (!self.read_request(fd)) return;
+      RawUpstream::send_all(fd, RawUpstream::answer(R"({"n":1})"));
+      self.read_request(fd);
+      return;
+    }
+    while (self.read_request(fd)) RawUpstream::send_all(fd, RawUpstream::answer(R"({"n":2})"));
+  });
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  auto client = server.client();
+  auto first = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->body, R"({"n":1})");
+  auto second = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 200) << second->body;
+  EXPECT_EQ(second->body, R"({"n":2})");
+  EXPECT_EQ(upstream.requests(), 3);  // the dropped one, then the retry
+  EXPECT_EQ(upstream.connections(), 2);
+  EXPECT_EQ(server.control().released().size(), 2U);
+}
+
+TEST(Proxy, AServiceThatClosesEveryConnectionAfterItsAnswerNeverCostsAFailedCall) {
+  RawUpstream upstream([](RawUpstream& self, int fd, int) {
+    if (self.read_request(fd)) RawUpstream::send_all(fd, RawUpstream::answer(R"({"ok":true})"));
+  });
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  auto client = server.client();
+  for (int i = 0; i < 5; ++i) {
+    auto r = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << "call " << i << ": " << r->body;
+  }
+  EXPECT_EQ(upstream.connections(), upstream.requests());  // never two requests on one connection
+}
+
+TEST(Proxy, ChunkedAndCloseDelimitedAnswersArriveWhole) {
+  RawUpstream upstream([](RawUpstream& self, int fd, int) {
+    if (!self.read_request(fd)) return;
+    RawUpstream::send_all(
+        fd,
+        "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\n{\"a\":\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the rest in a later packet
+    RawUpstream::send_all(fd, "4;ext=1\r\n\"bc\"\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n");
+    if (!self.read_request(fd)) return;
+    RawUpstream::send_all(
+        fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the ");
+    RawUpstream::send_all(fd, "end");
+  });
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  auto client = server.client();
+  auto chunked = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  ASSERT_TRUE(chunked);
+  EXPECT_EQ(chunked->status, 201);
+  EXPECT_EQ(chunked->body, R"({"a":"bc"})");
+  auto closing = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  ASSERT_TRUE(closing);
+  EXPECT_EQ(closing->status, 200);
+  EXPECT_EQ(closing->get_header_value("Content-Type"), "text/plain");
+  EXPECT_EQ(closing->body, "until the end");
+  EXPECT_EQ(server.control().released().size(), 2U);
+}
+
+TEST(Proxy, AClientThatHangsUpBeforeTheAnswerReleasesTheLeaseAndEndsTheCall) {
+  RawUpstream upstream([](RawUpstream& self, int fd, int) {
+    if (self.read_request(fd)) self.wait_for_hangup(fd);  // never answers
+  });
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  const int fd = connect_to(server.port());
+  ASSERT_GE(fd, 0);
+  RawUpstream::send_all(fd, post_text("/v1/chat/completions", R"({"model":"coder"})"));
+  ASSERT_TRUE(eventually([&] { return upstream.requests() == 1; }));
+  ::close(fd);
+  EXPECT_TRUE(
+      eventually([&] { return server.control().released() == std::vector<scheduler::LeaseId>{101}; }));
+  EXPECT_TRUE(eventually([&] { return upstream.saw_hangup(); }));  // gpumod closed the upstream call
+  ASSERT_TRUE(eventually([&] { return server.control().proxied().size() == 1; }));
+  EXPECT_EQ(server.control().proxied()[0].code, 499);
+}
+
+TEST(Proxy, ASlowReaderGetsEveryByteOfALargeStream) {
+  // 4 MiB of events, written as fast as the socket takes them: gpumod must hold the service
+  // back while the client is not reading, and lose nothing.
+  constexpr int kEvents = 1024;
+  auto event = [](int i) { return "data: " + std::to_string(i) + " " + std::string(4000, 'x') + "\n\n"; };
+  RawUpstream upstream([&](RawUpstream& self, int fd, int) {
+    if (!self.read_request(fd)) return;
+    RawUpstream::send_all(
+        fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < kEvents; ++i) {
+      const std::string e = event(i);
+      std::ostringstream size;
+      size << std::hex << e.size();
+      RawUpstream::send_all(fd, size.str() + "\r\n" + e + "\r\n");
+    }
+    RawUpstream::send_all(fd, "0\r\n\r\n");
+    self.read_request(fd);
+  });
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  auto client = server.client();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = R"({"model":"coder","stream":true})";
+  req.headers = {{"Content-Type", "application/json"}};
+  std::string received;
+  bool slept = false;
+  req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+    if (!slept) {
+      slept = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let everything pile up
+    }
+    received.append(data, n);
+    return true;
+  };
+  auto result = client->send(req);
+  ASSERT_TRUE(result) << httplib::to_string(result.error());
+  std::string expected;
+  for (int i = 0; i < kEvents; ++i) expected += event(i);
+  EXPECT_EQ(received.size(), expected.size());
+  EXPECT_TRUE(received == expected);
+  EXPECT_TRUE(eventually([&] { return server.control().released().size() == 1; }));
+}
+
+TEST(Proxy, RequestsPipelinedBehindAProxiedCallAreAnsweredInOrder) {
+  Upstream upstream;
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  const int fd = connect_to(server.port());
+  ASSERT_GE(fd, 0);
+  RawUpstream::send_all(fd, post_text("/v1/chat/completions", R"({"model":"coder"})") +
+                                "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" +
+                                post_text("/v1/chat/completions", R"({"model":"embed"})"));
+  std::string in;
+  std::array<char, 4096> buf{};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto answers = [&] {
+    std::size_t n = 0;
+    for (auto at = in.find("HTTP/1.1 "); at != std::string::npos; at = in.find("HTTP/1.1 ", at + 1)) ++n;
+    return n;
+  };
+  while (answers() < 3 || in.find("BAAI/bge-m3") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << in;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    ASSERT_GT(n, 0) << in;
+    in.append(buf.data(), static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  const auto coder = in.find(R"("model":"coder")");
+  const auto health = in.find(R"("status":"ok")");
+  const auto embed = in.find("BAAI/bge-m3");
+  ASSERT_NE(coder, std::string::npos) << in;
+  ASSERT_NE(health, std::string::npos) << in;
+  EXPECT_LT(coder, health);
+  EXPECT_LT(health, embed);
+}
+
+TEST(Proxy, ACallWhoseModelMustLoadFirstIsForwardedOnceItIsReady) {
+  Upstream upstream;
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  server.control().hold_outcomes = true;
+  auto answer = std::async(std::launch::async, [&] {
+    return server.client()->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  });
+  ASSERT_TRUE(eventually([&] { return server.control().submitted().size() == 1; }));
+  scheduler::RequestOutcome ready;
+  ready.status = scheduler::RequestStatus::ready;
+  ready.service = "qwen3-coder";
+  ready.endpoint = upstream.endpoint();
+  ready.lease = 55;
+  server.control().fulfil(server.control().submitted()[0].request_id, ready);
+  auto r = answer.get();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(server.control().released(), std::vector<scheduler::LeaseId>{55});
+
+  // A client that leaves while its model loads withdraws its request.
+  const int fd = connect_to(server.port());
+  ASSERT_GE(fd, 0);
+  RawUpstream::send_all(fd, post_text("/v1/chat/completions", R"({"model":"coder"})"));
+  ASSERT_TRUE(eventually([&] { return server.control().submitted().size() == 2; }));
+  ::close(fd);
+  const std::string id = server.control().submitted()[1].request_id;
+  EXPECT_TRUE(eventually([&] {
+    auto c = server.control().cancelled();
+    return std::find(c.begin(), c.end(), id) != c.end();
+  }));
 }
 
 }  // namespace
