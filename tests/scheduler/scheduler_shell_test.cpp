@@ -181,6 +181,41 @@ TEST(SchedulerShell, EveryFastPathAnswerIsRecordedInTheAdmissionWaitHistogram) {
   sched->stop();
 }
 
+// Answers given while the shell collects a batch (between timed drains) still count before
+// the next plan: the least recently used service is the one evicted.
+TEST(SchedulerShell, APlanSeesEveryFastPathAnswerGivenBeforeIt) {
+  TempDir dir;
+  Shell sh(dir.path);
+  auto c = make_config({preset("a", 10000, 7080), preset("b", 10000, 7081), preset("c", 10000, 7082)});
+  c.daemon.state_dir = dir.path;
+  c.daemon.policy = sh.cfg.daemon.policy;
+  sh.cfg = c;
+  for (const auto& p : sh.cfg.presets) {
+    Behavior b;
+    b.bytes = p.vram_mb * kMiB;
+    b.health_checks_until_ready = 2;
+    sh.world.set_behavior(p.id, b);
+  }
+  auto sched = sh.make();
+  sched->start();
+  for (const char* m : {"a", "b"}) {
+    auto t = sched->submit(req(m));
+    ASSERT_TRUE(ready_in_time(t.outcome));
+    ASSERT_EQ(t.outcome.get().http_status, 200);
+  }
+  // b's answer opens a batch; a's lands in it, so only a drain before the plan records it.
+  auto by_b = sched->submit(req("b"));
+  auto by_a = sched->submit(req("a"));
+  ASSERT_EQ(by_b.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  ASSERT_EQ(by_a.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  auto t = sched->submit(req("c"));
+  ASSERT_TRUE(ready_in_time(t.outcome));
+  EXPECT_EQ(t.outcome.get().http_status, 200);
+  EXPECT_EQ(sh.world.stops("b"), 1);
+  EXPECT_EQ(sh.world.stops("a"), 0);
+  sched->stop();
+}
+
 TEST(SchedulerShell, LeaseBlocksEvictionUntilReleasedAndModesSwitch) {
   TempDir dir;
   Shell sh(dir.path);
