@@ -456,7 +456,8 @@ struct SchedulerCore::Impl {
   }
 
   void touch(Svc& s, std::optional<std::chrono::seconds> keep_alive, TimePoint now) {
-    s.last_used = now.time_since_epoch().count();
+    // max: a batch of fast-path answers (note_served) may carry a time before a use recorded since.
+    s.last_used = std::max<std::int64_t>(s.last_used, now.time_since_epoch().count());
     std::chrono::seconds ka = s.preset->keep_alive.value_or(policy().default_keep_alive);
     if (keep_alive && *keep_alive > ka) ka = *keep_alive;
     const TimePoint until = now + ka;
@@ -1286,13 +1287,13 @@ struct SchedulerCore::Impl {
 
   // The shell answered a request for the ready service `id` from its snapshot.
   void note_served(const std::string& id, std::optional<std::chrono::seconds> keep_alive, std::uint64_t count,
-                   TimePoint now) {
+                   TimePoint answered) {
     if (metrics != nullptr) {
       for (std::uint64_t i = 0; i < count; ++i) metrics->observe_admission_wait(0.0);
     }
     auto it = svcs.find(id);
     if (it == svcs.end() || it->second.state != SvcState::ready) return;
-    touch(it->second, keep_alive, now);
+    touch(it->second, keep_alive, answered);
   }
 
   // ---------- polling ----------
@@ -1991,8 +1992,8 @@ void SchedulerCore::submit(RequestSpec spec, TimePoint now) {
   impl_->submit(std::move(spec), now);
 }
 void SchedulerCore::note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive,
-                                std::uint64_t count, TimePoint now) {
-  impl_->note_served(service, keep_alive, count, now);
+                                std::uint64_t count, TimePoint answered) {
+  impl_->note_served(service, keep_alive, count, answered);
 }
 void SchedulerCore::on_stop_signalled(std::uint64_t op, TimePoint now) {
   impl_->on_stop_signalled(op, now);

@@ -126,9 +126,11 @@ class SchedulerCore {
   // way or waits in the queue.
   void submit(RequestSpec spec, TimePoint now);
   // `count` requests for a ready model that the shell answered from the published snapshot
-  // without a round trip (Scheduler::submit): record the use (LRU, keep-alive, admission wait 0).
+  // without a round trip (Scheduler::submit), the last of them at `answered` (the shell records
+  // them in batches, so it may be a little in the past): record the use (LRU, keep-alive,
+  // admission wait 0).
   void note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive,
-                   std::uint64_t count, TimePoint now);
+                   std::uint64_t count, TimePoint answered);
   Result<void> cancel(const std::string& request_id, TimePoint now);
   // A lease the core handed out (serve with hold_lease). Gate leases are given back to gates().
   void release_lease(LeaseId lease, TimePoint now);

@@ -161,6 +161,8 @@ struct Scheduler::Impl {
   struct Served {
     std::uint64_t count = 0;
     std::optional<std::chrono::seconds> keep_alive;  // the longest asked for
+    TimePoint last{};  // when the last of them was answered: the eviction order (LRU) needs
+                       // it, as answers for several services share one batch
   };
   std::mutex served_mu;
   std::map<std::string, Served> served;      // guarded by served_mu
@@ -174,6 +176,7 @@ struct Scheduler::Impl {
       Served& e = served[id];
       ++e.count;
       if (keep_alive && (!e.keep_alive || *keep_alive > *e.keep_alive)) e.keep_alive = keep_alive;
+      e.last = now();
       post_drain = !served_drain_pending;
       served_drain_pending = true;
     }
@@ -201,7 +204,7 @@ struct Scheduler::Impl {
         return;
       }
     }
-    for (const auto& [id, e] : batch) core.note_served(id, e.keep_alive, e.count, at);
+    for (const auto& [id, e] : batch) core.note_served(id, e.keep_alive, e.count, e.last);
     served_drain_at = at + kServedLinger;
   }
 
@@ -218,14 +221,18 @@ struct Scheduler::Impl {
                                  [&](const ServiceSnapshot& x) { return x.id == p->id; });
     if (it == s->services.end() || it->state != policy::SvcState::ready) return std::nullopt;
     if (!record_served(it->id, spec.keep_alive)) return std::nullopt;
+    return ready_outcome(spec, *it);
+  }
+
+  static RequestOutcome ready_outcome(const RequestSpec& spec, const ServiceSnapshot& svc) {
     RequestOutcome o;
     o.request_id = spec.request_id;
     o.status = RequestStatus::ready;
     o.http_status = 200;
-    o.message = it->id + " is ready";
-    o.service = it->id;
-    o.endpoint = "http://127.0.0.1:" + std::to_string(it->port);
-    o.gpu = it->gpu;
+    o.message = svc.id + " is ready";
+    o.service = svc.id;
+    o.endpoint = "http://127.0.0.1:" + std::to_string(svc.port);
+    o.gpu = svc.gpu;
     return o;
   }
 
@@ -258,14 +265,7 @@ struct Scheduler::Impl {
       return std::nullopt;
     }
     if (deps.metrics != nullptr) deps.metrics->add_active_leases(svc->id, 1);
-    RequestOutcome o;
-    o.request_id = spec.request_id;
-    o.status = RequestStatus::ready;
-    o.http_status = 200;
-    o.message = svc->id + " is ready";
-    o.service = svc->id;
-    o.endpoint = "http://127.0.0.1:" + std::to_string(svc->port);
-    o.gpu = svc->gpu;
+    RequestOutcome o = ready_outcome(spec, *svc);
     o.lease = *lease;
     return o;
   }

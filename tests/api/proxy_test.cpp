@@ -166,6 +166,16 @@ class RawUpstream {
 
 // A plain client socket to gpumod, for exchanges httplib's client will not make (pipelining,
 // hanging up mid-call).
+// A streaming chat completion for "coder"; the caller adds its receivers.
+httplib::Request streaming_chat_request() {
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = R"({"model":"coder","stream":true})";
+  req.headers = {{"Content-Type", "application/json"}};
+  return req;
+}
+
 int connect_to(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -386,11 +396,7 @@ TEST(Proxy, StreamingPassesChunksThroughOneByOne) {
   auto client = server.client();
   std::string received;
   int chunks_seen = 0;
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/chat/completions";
-  req.body = R"({"model":"coder","stream":true})";
-  req.headers = {{"Content-Type", "application/json"}};
+  httplib::Request req = streaming_chat_request();
   int status = 0;
   std::string content_type;
   req.response_handler = [&](const httplib::Response& r) {
@@ -421,11 +427,7 @@ TEST(Proxy, AClientThatDisconnectsMidStreamReleasesItsLease) {
   TestServer server;
   server.control().endpoint = upstream.endpoint();
   auto client = server.client();
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/chat/completions";
-  req.body = R"({"model":"coder","stream":true})";
-  req.headers = {{"Content-Type", "application/json"}};
+  httplib::Request req = streaming_chat_request();
   int events = 0;
   req.content_receiver = [&](const char*, std::size_t, std::uint64_t, std::uint64_t) { return ++events < 3; };
   auto result = client->send(req);
@@ -618,11 +620,7 @@ TEST(Proxy, ASlowReaderGetsEveryByteOfALargeStream) {
   TestServer server;
   server.control().endpoint = upstream.endpoint();
   auto client = server.client();
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/chat/completions";
-  req.body = R"({"model":"coder","stream":true})";
-  req.headers = {{"Content-Type", "application/json"}};
+  httplib::Request req = streaming_chat_request();
   std::string received;
   bool slept = false;
   req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
