@@ -28,6 +28,7 @@
 #include <unordered_map>
 
 #include "api/http_async.hpp"
+#include "api/http_response_parser.hpp"
 
 namespace gpumod::api::http {
 
@@ -121,7 +122,6 @@ void append_hex(std::string& out, std::uint64_t n) {
 }
 
 enum class BodyKind { none, length, chunked };
-enum class ChunkState { size_line, data, data_crlf, trailer };
 
 // What an epoll event's data.ptr points to (besides the listening socket and the eventfd).
 struct Pollable {
@@ -176,7 +176,7 @@ struct Connection : Pollable {
   HttpRequest req;
   BodyKind body_kind = BodyKind::none;
   std::uint64_t body_remaining = 0;
-  ChunkState chunk_state = ChunkState::size_line;
+  ChunkDecoder chunks;  // a chunked body (the same decoder as the proxy's for answers)
   bool expect_continue = false;
 
   [[nodiscard]] std::size_t pending_output() const { return out.size() - out_pos; }
@@ -188,7 +188,7 @@ struct Connection : Pollable {
     req = HttpRequest{};
     body_kind = BodyKind::none;
     body_remaining = 0;
-    chunk_state = ChunkState::size_line;
+    chunks.reset();
     expect_continue = false;
   }
 };
@@ -729,6 +729,7 @@ struct HttpServer::Loop final : Reactor {
       if (length) return 400;  // both framings: refuse rather than guess (request smuggling)
       if (!iequals(trim(req.header("Transfer-Encoding")), "chunked")) return 400;
       c.body_kind = BodyKind::chunked;
+      c.chunks = ChunkDecoder(static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes)));
     } else if (length && *length > 0) {
       if (*length > static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes))) return 413;
       c.body_kind = BodyKind::length;
@@ -790,7 +791,6 @@ struct HttpServer::Loop final : Reactor {
 
   // Reads as much of the body as has arrived. Sets `status` on failure.
   Step step_body(Connection& c, int& status) {
-    const auto limit = static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes));
     if (c.body_kind == BodyKind::length) {
       const std::size_t take =
           static_cast<std::size_t>(std::min<std::uint64_t>(c.body_remaining, c.buffered_input()));
@@ -800,75 +800,19 @@ struct HttpServer::Loop final : Reactor {
       return c.body_remaining == 0 ? Step::request_ready : Step::need_more;
     }
     if (c.body_kind != BodyKind::chunked) return Step::request_ready;
-    for (;;) {
-      switch (c.chunk_state) {
-        case ChunkState::size_line:
-        case ChunkState::trailer: {
-          const auto nl = c.in.find('\n', c.in_pos);
-          if (nl == std::string::npos) {
-            if (c.buffered_input() > opts.max_line_bytes) {
-              status = 400;
-              return Step::failed;
-            }
-            return Step::need_more;
-          }
-          std::string_view line(c.in.data() + c.in_pos, nl - c.in_pos);
-          if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-          c.in_pos = nl + 1;
-          if (c.chunk_state == ChunkState::trailer) {
-            if (line.empty()) return Step::request_ready;
-            continue;  // trailer fields are dropped
-          }
-          line = line.substr(0, line.find(';'));  // chunk extensions are ignored
-          line = trim(line);
-          std::uint64_t size = 0;
-          auto [ptr, ec] = std::from_chars(line.data(), line.data() + line.size(), size, 16);
-          if (line.empty() || line.size() > 15 || ec != std::errc() || ptr != line.data() + line.size()) {
-            status = 400;
-            return Step::failed;
-          }
-          if (size == 0) {
-            c.chunk_state = ChunkState::trailer;
-            continue;
-          }
-          if (c.req.body.size() + size > limit) {
-            status = 413;
-            return Step::failed;
-          }
-          c.body_remaining = size;
-          c.chunk_state = ChunkState::data;
-          continue;
-        }
-        case ChunkState::data: {
-          const std::size_t take =
-              static_cast<std::size_t>(std::min<std::uint64_t>(c.body_remaining, c.buffered_input()));
-          c.req.body.append(c.in, c.in_pos, take);
-          c.in_pos += take;
-          c.body_remaining -= take;
-          if (c.body_remaining > 0) return Step::need_more;
-          c.chunk_state = ChunkState::data_crlf;
-          continue;
-        }
-        case ChunkState::data_crlf: {
-          if (c.buffered_input() < 1) return Step::need_more;
-          if (c.in[c.in_pos] == '\n') {
-            c.in_pos += 1;
-          } else if (c.in[c.in_pos] == '\r') {
-            if (c.buffered_input() < 2) return Step::need_more;
-            if (c.in[c.in_pos + 1] != '\n') {
-              status = 400;
-              return Step::failed;
-            }
-            c.in_pos += 2;
-          } else {
-            status = 400;
-            return Step::failed;
-          }
-          c.chunk_state = ChunkState::size_line;
-          continue;
-        }
-      }
+    std::string_view rest(c.in.data() + c.in_pos, c.buffered_input());
+    const auto st = c.chunks.decode(rest, c.req.body);
+    c.in_pos = static_cast<std::size_t>(rest.data() - c.in.data());
+    switch (st) {
+      case ChunkDecoder::Status::need_more:
+        return Step::need_more;
+      case ChunkDecoder::Status::done:
+        return Step::request_ready;
+      case ChunkDecoder::Status::failed:
+        break;
     }
+    status = c.chunks.too_large() ? 413 : 400;
+    return Step::failed;
   }
 
   // Parses and answers the complete requests buffered on `c`, in order, until one goes to a

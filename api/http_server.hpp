@@ -11,6 +11,9 @@
 //     what `curl -X POST URL` sends). "Expect: 100-continue" is answered. A body over
 //     max_body_bytes gets 413 as soon as that is known (from Content-Length, before any of the
 //     body is read; while de-chunking otherwise) and the connection is closed after the answer.
+//     Chunked bodies go through ChunkDecoder (api/http_response_parser.hpp, shared with the
+//     proxy's reading of answers): a size line over 4 KiB, trailers over 64 KiB or 100 fields,
+//     or bad framing -> 400; trailer fields are dropped.
 //   * Limits: request line (max_line_bytes) -> 400 (414 is not used), header block
 //     (max_header_bytes or max_header_count) -> 431; malformed syntax -> 400; those close the
 //     connection. A connection idle (or stuck mid-request, or not reading its answers) for

@@ -251,6 +251,32 @@ TEST(HttpServer, ChunkedRequestBodyIsDecoded) {
   EXPECT_EQ(next->body, "after");
 }
 
+// The body arrives a few bytes at a time (sizes, data and CRLFs split across reads); a bad
+// size line or data not followed by CRLF is 400 and closes the connection.
+TEST(HttpServer, AChunkedBodyInPiecesIsDecodedAndBadFramingIs400) {
+  Server server;
+  Raw c(server.port());
+  const std::string body = "a\r\n0123456789\r\n3;x=y\r\nabc\r\n0\r\n\r\n";
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  for (std::size_t at = 0; at < body.size(); at += 3) {
+    ASSERT_TRUE(c.send(body.substr(at, 3)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // separate reads on the server
+  }
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "13:0123456789abc");
+  for (const char* bad : {"zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n", "-1\r\n\r\n"}) {
+    Raw b(server.port());
+    ASSERT_TRUE(
+        b.send(std::string("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n") + bad));
+    auto e = b.reply();
+    ASSERT_TRUE(e) << bad;
+    EXPECT_EQ(e->status, 400) << bad;
+    EXPECT_TRUE(b.closed_by_server()) << bad;
+  }
+}
+
 TEST(HttpServer, APostWithoutLengthHasAnEmptyBody) {
   Server server;
   Raw c(server.port());
