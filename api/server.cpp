@@ -233,7 +233,24 @@ class Handlers {
       return;
     }
     if (!parsed->wait) {
-      send_json(res, 202, json{{"request_id", ticket.request_id}, {"status", "queued"}});
+      // 202 only once the scheduler has taken the request in: a GET or DELETE that follows at
+      // once must find it, and a refusal decided meanwhile is answered as such. That takes one
+      // scheduler round, so it waits on a worker, not here on the loop.
+      res.deferred = [this, ticket = std::move(ticket)](HttpRequest&, HttpResponse& r) {
+        if (ticket.accepted.valid()) {
+          // One scheduler round (microseconds); the bound is for a scheduler that is stuck.
+          const auto why = wait_with_deadline(ctx_, ticket.accepted, std::chrono::seconds(30));
+          if (why != WaitResult::ready) {
+            answer_not_ready(ctx_, r, "taking in request " + ticket.request_id, why);
+            return;
+          }
+        }
+        if (ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+          answer_outcome(ticket.outcome.get(), r);
+          return;
+        }
+        send_json(r, 202, json{{"request_id", ticket.request_id}, {"status", "queued"}});
+      };
       return;
     }
     // The wait goes to a worker thread.

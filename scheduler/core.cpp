@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 namespace gpumod::scheduler {
 
@@ -391,32 +392,34 @@ struct SchedulerCore::Impl {
   std::string endpoint(const Svc& s) const { return "http://127.0.0.1:" + std::to_string(s.preset->port); }
 
   // ---------- request outcomes ----------
-  // record: keep it for request_info() (requests answered at once are not kept).
-  void finish_request(const std::string& rid, RequestOutcome o, TimePoint now, bool record = true) {
+  // Every decided request is kept for request_info() (the last kRecentOutcomes), also those
+  // answered at once: a client that asked with wait:false may have been told 202 before the
+  // scheduler thread decided, and follows up with GET /requests/{id}.
+  void finish_request(const std::string& rid, RequestOutcome o, TimePoint now) {
     auto it = requests.find(rid);
     if (it == requests.end()) return;
     RequestRec& r = it->second;
     o.request_id = rid;
     if (o.service.empty()) o.service = r.service;
     o.waited_seconds = secs(now - r.enqueued);
-    if (!record) {
-      out.requests.push_back(Completion{rid, std::move(o)});
-      requests.erase(it);
-      return;
-    }
+    remember(rid, r.spec.model, r.service, r.priority, o);
+    out.requests.push_back(Completion{rid, std::move(o)});
+    requests.erase(it);
+  }
+
+  void remember(const std::string& rid, const std::string& model, const std::string& service, int priority,
+                const RequestOutcome& o) {
     recent_cache.reset();
     RequestInfo info;
     info.request_id = rid;
-    info.model = r.spec.model;
-    info.service = r.service;
+    info.model = model;
+    info.service = service;
     info.status = o.status;
-    info.priority = r.priority;
+    info.priority = priority;
     info.age_seconds = o.waited_seconds;
     info.outcome = o;
     recent.push_back(std::move(info));
     while (recent.size() > kRecentOutcomes) recent.pop_front();
-    out.requests.push_back(Completion{rid, std::move(o)});
-    requests.erase(it);
     out.changed = true;
   }
 
@@ -431,7 +434,7 @@ struct SchedulerCore::Impl {
   }
 
   // The request is served by the ready service `id`.
-  void serve(const std::string& rid, const std::string& id, Svc& s, TimePoint now, bool record = true) {
+  void serve(const std::string& rid, const std::string& id, Svc& s, TimePoint now) {
     auto it = requests.find(rid);
     if (it == requests.end()) return;
     const RequestRec& r = it->second;
@@ -452,7 +455,7 @@ struct SchedulerCore::Impl {
     }
     touch(s, r.spec.keep_alive, now);
     if (metrics != nullptr) metrics->observe_admission_wait(secs(now - r.enqueued));
-    finish_request(rid, std::move(o), now, record);
+    finish_request(rid, std::move(o), now);
   }
 
   void touch(Svc& s, std::optional<std::chrono::seconds> keep_alive, TimePoint now) {
@@ -483,6 +486,7 @@ struct SchedulerCore::Impl {
   void submit(RequestSpec spec, TimePoint now) {
     if (spec.request_id.empty()) spec.request_id = "r" + std::to_string(next_request++);
     const std::string rid = spec.request_id;
+    // A duplicate id is not remembered: the id belongs to the live request.
     auto reject_now = [&](int http, const std::string& msg, const char* reason, int retry_after = 0) {
       RequestOutcome o;
       o.request_id = rid;
@@ -491,6 +495,11 @@ struct SchedulerCore::Impl {
       o.message = msg;
       o.retry_after_seconds = retry_after;
       if (metrics != nullptr) metrics->inc_rejection(reason);
+      if (std::string_view(reason) != "duplicate_id") {
+        const config::Preset* p = cfg->resolve_model(spec.model);
+        remember(rid, spec.model, p != nullptr ? p->id : std::string(),
+                 spec.priority.value_or(p != nullptr ? p->priority : 0), o);
+      }
       out.requests.push_back(Completion{rid, std::move(o)});
     };
     if (requests.count(rid) != 0) {
@@ -516,7 +525,7 @@ struct SchedulerCore::Impl {
     // A ready model skips the queue.
     if (s.state == SvcState::ready && s.phase == Phase::idle) {
       requests.emplace(rid, std::move(rec));
-      serve(rid, id, s, now, /*record=*/false);
+      serve(rid, id, s, now);
       return;
     }
     // A load under way: join it.

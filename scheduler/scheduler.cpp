@@ -142,6 +142,8 @@ struct Scheduler::Impl {
   std::map<std::uint64_t, std::shared_ptr<std::promise<ModeResult>>> mode_promises;
   std::map<std::uint64_t, std::shared_ptr<std::promise<ReloadResult>>> reload_promises;
   std::uint64_t version = 0;
+  // Answers to hand out once the current round's snapshot is published (scheduler thread).
+  std::vector<std::function<void()>> after_publish;
 
   // --- published ---
   std::atomic<std::shared_ptr<const Snapshot>> snap;
@@ -376,6 +378,8 @@ struct Scheduler::Impl {
     for (auto& a : out.actions) fulfil(action_promises, a.token, std::move(a.result));
     for (auto& m : out.modes) fulfil(mode_promises, m.token, std::move(m.result));
     for (auto& r : out.reloads) fulfil(reload_promises, r.token, std::move(r.result));
+    for (auto& f : after_publish) f();
+    after_publish.clear();
   }
 
   template <typename Map, typename T>
@@ -482,7 +486,8 @@ void Scheduler::stop() {
 RequestTicket Scheduler::submit(RequestSpec spec) {
   if (spec.request_id.empty()) spec.request_id = "req-" + std::to_string(impl_->next_request.fetch_add(1));
   auto promise = std::make_shared<std::promise<RequestOutcome>>();
-  RequestTicket ticket{spec.request_id, promise->get_future().share()};
+  auto accepted = std::make_shared<std::promise<void>>();
+  RequestTicket ticket{spec.request_id, promise->get_future().share(), accepted->get_future().share()};
   Impl* impl = impl_.get();
   // Fast path: a model that is ready in the published snapshot is answered here, without a
   // round trip through the scheduler thread (bench/README.md "HTTP"); the use is recorded
@@ -491,9 +496,11 @@ RequestTicket Scheduler::submit(RequestSpec spec) {
   // the service's lease gate, which the scheduler closes before it lets the service go.
   if (auto answered = spec.hold_lease ? impl->lease_from_gate(spec) : impl->answer_from_snapshot(spec)) {
     promise->set_value(std::move(*answered));
+    accepted->set_value();
     return ticket;
   }
-  const bool posted = impl->post([impl, promise, spec = std::move(spec)](TimePoint t) mutable {
+  const bool posted = impl->post([impl, promise, accepted, spec = std::move(spec)](TimePoint t) mutable {
+    impl->after_publish.push_back([accepted] { accepted->set_value(); });
     if (impl->request_promises.count(spec.request_id) != 0) {  // a live request has this id
       RequestOutcome o;
       o.request_id = spec.request_id;
@@ -506,7 +513,10 @@ RequestTicket Scheduler::submit(RequestSpec spec) {
     impl->request_promises.emplace(spec.request_id, promise);
     impl->core.submit(std::move(spec), t);
   });
-  if (!posted) promise->set_value(not_running(ticket.request_id));
+  if (!posted) {
+    promise->set_value(not_running(ticket.request_id));
+    accepted->set_value();
+  }
   return ticket;
 }
 
@@ -529,7 +539,9 @@ Result<void> Scheduler::cancel(const std::string& request_id) {
   auto future = promise->get_future();
   Impl* impl = impl_.get();
   if (!impl->post([impl, promise, request_id](TimePoint t) {
-        promise->set_value(impl->core.cancel(request_id, t));
+        // Answered after this round's snapshot is out, so a GET right after sees "cancelled".
+        impl->after_publish.push_back(
+            [promise, r = impl->core.cancel(request_id, t)]() mutable { promise->set_value(std::move(r)); });
       })) {
     return make_error("the scheduler is not running");
   }

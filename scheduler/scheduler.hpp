@@ -70,6 +70,10 @@ struct RequestOutcome {
 struct RequestTicket {
   std::string request_id;
   std::shared_future<RequestOutcome> outcome;
+  // Ready once the scheduler has taken the request in (queued, joined a load, or decided) and
+  // published a snapshot that shows it, so request_info() and cancel() know the id. Before
+  // that, a caller that answers "queued" would send its client to a 404. Not valid: taken in.
+  std::shared_future<void> accepted;
 };
 
 struct RequestInfo {
@@ -140,8 +144,10 @@ struct Snapshot {
   std::vector<RequestInfo> queue;
   std::string current_mode;  // empty while a switch runs or after one failed
   std::string switching_to;  // the mode a switch in progress is heading to
-  // Requests that finished after waiting (queued or joined a load), newest last, bounded.
-  // Requests answered at once (model already ready) are not kept.
+  // The last 256 requests the scheduler thread decided (served, refused, timed out, cancelled),
+  // newest last. Answers the shell gave from the snapshot for a ready model are not kept (the
+  // caller had the answer at once; keeping them would cost the fast path); a duplicate id's
+  // refusal is not kept either (the id belongs to the live request).
   std::shared_ptr<const std::vector<RequestInfo>> recent;
   bool probe_up = true;
   std::string probe_kind;

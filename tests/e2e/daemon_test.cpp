@@ -16,24 +16,6 @@
 namespace gpumod::e2e {
 namespace {
 
-struct CommandOutput {
-  int exit_code = -1;
-  std::string output;
-};
-
-// Runs a command line (tests may use a shell; gpumod itself never does).
-CommandOutput run_command(const std::string& cmd) {
-  CommandOutput out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.output.append(buf, n);
-  const int status = ::pclose(p);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
-
 GeneratedConfig two_service_config() {
   GeneratedConfig cfg;
   cfg.gpu_mb = 8192;

@@ -96,6 +96,17 @@ TEST(Core, UnknownModelIs404AndNeverFitsIs422) {
   EXPECT_EQ(rig.outcome("r2").http_status, 422);
   EXPECT_TRUE(contains(rig.outcome("r2").message, "never fits")) << rig.outcome("r2").message;
   EXPECT_EQ(rig.world.starts("huge"), 0);
+  // Both stay visible to GET /requests/{id}: a wait:false client may have been told 202 first.
+  const auto snap = rig.core->snapshot(rig.now());
+  ASSERT_NE(snap.recent, nullptr);
+  for (const char* id : {"r1", "r2"}) {
+    const auto it = std::find_if(snap.recent->begin(), snap.recent->end(),
+                                 [&](const RequestInfo& r) { return r.request_id == id; });
+    ASSERT_NE(it, snap.recent->end()) << id;
+    EXPECT_EQ(it->status, RequestStatus::rejected) << id;
+    ASSERT_TRUE(it->outcome.has_value()) << id;
+    EXPECT_EQ(it->outcome->http_status, rig.outcome(id).http_status) << id;
+  }
 }
 
 TEST(Core, EvictionRefusedWhileLeaseHeldAndGrantedWhenItEnds) {

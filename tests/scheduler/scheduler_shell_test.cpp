@@ -143,6 +143,29 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   EXPECT_EQ(unknown.outcome.get().http_status, 404);
 }
 
+// `accepted` is ready only once the published state knows the request: what lets the API
+// answer 202 to wait:false and be sure a GET or DELETE right after finds the id.
+TEST(SchedulerShell, AnAcceptedRequestIsVisibleAndARefusalIsDecided) {
+  TempDir dir;
+  Shell sh(dir.path);
+  auto sched = sh.make();
+  sched->start();
+  for (int i = 0; i < 20; ++i) {
+    auto cold = sched->submit(req(i % 2 == 0 ? "coder" : "nemo"));
+    ASSERT_TRUE(cold.accepted.valid());
+    ASSERT_EQ(cold.accepted.wait_for(kDeadline), std::future_status::ready);
+    EXPECT_TRUE(sched->request_info(cold.request_id).has_value()) << i;
+    auto unknown = sched->submit(req("nope"));
+    ASSERT_EQ(unknown.accepted.wait_for(kDeadline), std::future_status::ready);
+    ASSERT_EQ(unknown.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready) << i;
+    EXPECT_EQ(unknown.outcome.get().http_status, 404);
+    const auto info = sched->request_info(unknown.request_id);
+    ASSERT_TRUE(info.has_value()) << i;
+    EXPECT_EQ(info->status, RequestStatus::rejected);
+  }
+  sched->stop();
+}
+
 // Fast-path answers are recorded by the scheduler thread in batches; none may be lost.
 TEST(SchedulerShell, EveryFastPathAnswerIsRecordedInTheAdmissionWaitHistogram) {
   TempDir dir;
@@ -410,6 +433,10 @@ TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
   ASSERT_TRUE(ready_in_time(t1.outcome));
   auto t2 = sched->submit(req("nemo"));
   ASSERT_TRUE(sched->cancel(t2.request_id).ok());
+  // Once cancel() returns, the published state says so (a client's GET right after its DELETE).
+  const auto info = sched->request_info(t2.request_id);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->status, RequestStatus::cancelled);
   ASSERT_TRUE(ready_in_time(t2.outcome));
   EXPECT_EQ(t2.outcome.get().status, RequestStatus::cancelled);
   EXPECT_FALSE(sched->cancel("no-such-request").ok());
