@@ -486,8 +486,7 @@ void Scheduler::stop() {
 RequestTicket Scheduler::submit(RequestSpec spec) {
   if (spec.request_id.empty()) spec.request_id = "req-" + std::to_string(impl_->next_request.fetch_add(1));
   auto promise = std::make_shared<std::promise<RequestOutcome>>();
-  auto accepted = std::make_shared<std::promise<void>>();
-  RequestTicket ticket{spec.request_id, promise->get_future().share(), accepted->get_future().share()};
+  RequestTicket ticket{spec.request_id, promise->get_future().share(), {}};
   Impl* impl = impl_.get();
   // Fast path: a model that is ready in the published snapshot is answered here, without a
   // round trip through the scheduler thread (bench/README.md "HTTP"); the use is recorded
@@ -496,9 +495,10 @@ RequestTicket Scheduler::submit(RequestSpec spec) {
   // the service's lease gate, which the scheduler closes before it lets the service go.
   if (auto answered = spec.hold_lease ? impl->lease_from_gate(spec) : impl->answer_from_snapshot(spec)) {
     promise->set_value(std::move(*answered));
-    accepted->set_value();
-    return ticket;
+    return ticket;  // decided: `accepted` stays invalid, which means taken in
   }
+  auto accepted = std::make_shared<std::promise<void>>();
+  ticket.accepted = accepted->get_future().share();
   const bool posted = impl->post([impl, promise, accepted, spec = std::move(spec)](TimePoint t) mutable {
     impl->after_publish.push_back([accepted] { accepted->set_value(); });
     if (impl->request_promises.count(spec.request_id) != 0) {  // a live request has this id
