@@ -221,6 +221,30 @@ TEST(TestEngine, UnknownModelIsRejectedLikeTheRealServers) {
   EXPECT_NE(not_loaded->body.find("not loaded"), std::string::npos);
 }
 
+// HTTP basics a client of the engine relies on: an unknown path is 404, a known path with the
+// wrong method is 405 naming the allowed ones, and one keep-alive connection carries on (the
+// engine used to close it after 5 requests, as httplib's server does by default).
+TEST(TestEngine, UnknownPathIs404WrongMethodIs405AndKeepAliveLasts) {
+  RunningEngine e({"--protocol", "vllm", "--model", "m", "--vram-mb", "16"});
+  ASSERT_TRUE(eventually([&] { return e.healthy(); }));
+  auto c = e.client();
+  c.set_keep_alive(true);
+  auto missing = c.Get("/no/such/path");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_NE(missing->body.find("Not Found"), std::string::npos) << missing->body;
+  auto wrong = c.Get("/v1/chat/completions");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 405);
+  EXPECT_NE(wrong->get_header_value("Allow").find("POST"), std::string::npos);
+  for (int i = 0; i < 20; ++i) {
+    auto r = c.Get("/health");
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->status, 200) << i;
+    EXPECT_NE(r->get_header_value("Connection"), "close") << "closed after request " << i;
+  }
+}
+
 TEST(TestEngine, RouterModelsListMatchesLlamaCppShape) {
   RunningEngine e({"--protocol", "router", "--models", "a,b", "--vram-mb", "16", "--load-ms", "100"});
   ASSERT_TRUE(eventually([&] { return e.healthy(); }));
