@@ -2,9 +2,8 @@
 
 #include <fstream>
 #include <sstream>
-#include <system_error>
 
-#include <unistd.h>
+#include "backends/run_state.hpp"
 
 namespace gpumod::scheduler {
 
@@ -117,18 +116,7 @@ PollDone EffectRunner::poll(const Effect& e) {
 
 Result<void> EffectRunner::persist(const std::string& text) {
   if (state_dir_.empty()) return {};
-  std::error_code ec;
-  std::filesystem::create_directories(state_dir_, ec);
-  const auto tmp = state_dir_ / ("scheduler.json.tmp." + std::to_string(::getpid()));
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) return make_error("cannot write " + tmp.string());
-  }
-  std::filesystem::rename(tmp, state_file(), ec);
-  if (ec) return make_error("cannot replace " + state_file().string() + ": " + ec.message());
-  return {};
+  return backends::run_state::write_file_atomic(state_file(), text);
 }
 
 std::string read_state_file(const std::filesystem::path& state_dir) {
