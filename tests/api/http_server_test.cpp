@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/eventually.hpp"
+
 namespace gpumod::api::http {
 namespace {
 
@@ -26,15 +28,7 @@ using namespace std::chrono_literals;
 
 constexpr auto kDeadline = 20s;  // generous: only a broken server takes this long
 
-template <typename Pred>
-bool eventually(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
+using gpumod::testing::eventually;
 
 // An HttpServer on 127.0.0.1 with a few test routes, run on its own thread; stopped and
 // joined on destruction.

@@ -19,6 +19,8 @@
 #include <sstream>
 
 #include "tests/api/test_server.hpp"
+#include "tests/support/eventually.hpp"
+#include "tests/support/net.hpp"
 
 namespace gpumod::api {
 namespace {
@@ -26,33 +28,7 @@ namespace {
 using nlohmann::json;
 using testing::TestServer;
 
-// Polls `pred` until it holds or 20 s pass (for things other threads finish).
-template <typename Pred>
-bool eventually(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return pred();
-}
-
-// A port nothing listens on: bind one, remember it, close it.
-int unused_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return 1;
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using gpumod::testing::eventually;
 
 // A raw TCP upstream whose connections follow a script, for what httplib's server will not do
 // on demand: close a kept-alive connection at a chosen moment, frame an answer a chosen way,
@@ -440,7 +416,7 @@ TEST(Proxy, AClientThatDisconnectsMidStreamReleasesItsLease) {
 }
 
 TEST(Proxy, AnUnreachableServiceIs502AndTheLeaseIsReleased) {
-  const int dead_port = unused_port();
+  const int dead_port = gpumod::testing::free_port();
   TestServer server;
   server.control().endpoint = "http://127.0.0.1:" + std::to_string(dead_port);
   auto r = server.client()->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");

@@ -3,8 +3,9 @@
 
 namespace gpumod::testing {
 
-// A TCP port on 127.0.0.1 that nothing listened on a moment ago (the kernel's pick for an
-// ephemeral bind). Throws std::runtime_error when the kernel gives none.
+// A TCP port on 127.0.0.1 that nothing was bound to a moment ago, below the kernel's
+// ephemeral range where possible (so an outgoing connection cannot take it before the server
+// that is given it binds). Throws std::runtime_error when there is none.
 int free_port();
 
 }  // namespace gpumod::testing
