@@ -344,8 +344,12 @@ struct HttpServer::Loop final : Reactor {
   Id next_id = 1;
   std::unordered_map<Id, std::unique_ptr<Watch>> watches;
   std::vector<std::unique_ptr<Watch>> dead_watches;  // unwatched this round; freed after it
+  struct Timer {
+    Callback callback;
+    std::multimap<Clock::time_point, Id>::iterator order;  // its place in timer_order
+  };
   std::multimap<Clock::time_point, Id> timer_order;
-  std::unordered_map<Id, Callback> timers;
+  std::unordered_map<Id, Timer> timers;
   std::vector<Connection*> dirty;  // to service() at the end of this round
 
   // ---------------------------------------------------------------- Reactor
@@ -377,12 +381,18 @@ struct HttpServer::Loop final : Reactor {
 
   Id call_at(TimePoint when, Callback callback) override {
     const Id id = next_id++;
-    timers.emplace(id, std::move(callback));
-    timer_order.emplace(when, id);
+    timers.emplace(id, Timer{std::move(callback), timer_order.emplace(when, id)});
     return id;
   }
 
-  void cancel_call(Id id) override { timers.erase(id); }
+  // Both entries go at once: a cancelled timer left in timer_order would stay there until it
+  // came due (a proxied call's 600 s silence timer, cancelled at every call's end).
+  void cancel_call(Id id) override {
+    auto it = timers.find(id);
+    if (it == timers.end()) return;
+    timer_order.erase(it->second.order);
+    timers.erase(it);
+  }
 
   void post(Callback callback) override {
     {
@@ -409,8 +419,7 @@ struct HttpServer::Loop final : Reactor {
       const Id id = timer_order.begin()->second;
       timer_order.erase(timer_order.begin());
       auto it = timers.find(id);
-      if (it == timers.end()) continue;  // cancelled
-      Callback callback = std::move(it->second);
+      Callback callback = std::move(it->second.callback);
       timers.erase(it);
       callback();
     }
@@ -419,9 +428,7 @@ struct HttpServer::Loop final : Reactor {
   // epoll_wait's timeout: the next timer, at most 250 ms (the sweep and stop checks).
   int wait_timeout_ms(Clock::time_point now) {
     constexpr int kTick = 250;
-    while (!timer_order.empty() && timers.count(timer_order.begin()->second) == 0) {
-      timer_order.erase(timer_order.begin());
-    }
+    if (!dirty.empty()) return 0;  // left over by service_dirty's round cap
     if (timer_order.empty()) return kTick;
     const auto due = timer_order.begin()->first;
     if (due <= now) return 0;
@@ -1278,7 +1285,9 @@ struct HttpServer::Loop final : Reactor {
       }
       run_timers(now);
       service_dirty(now);
-      graveyard.clear();
+      // Connections still marked dirty (service_dirty's round cap) are serviced next round;
+      // until then no closed connection may be freed, as one of them may be among them.
+      if (dirty.empty()) graveyard.clear();
       free_dead_watches();
       if (accept_paused && now >= accept_resume) {
         epoll_event lev{};
@@ -1289,7 +1298,7 @@ struct HttpServer::Loop final : Reactor {
       }
       if (now >= next_sweep) {
         sweep(now);
-        graveyard.clear();
+        if (dirty.empty()) graveyard.clear();
         next_sweep = now + std::chrono::seconds(1);
       }
     }

@@ -154,8 +154,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     const std::string who = "service '" + service_ + "' at " + endpoint_;
     switch (failure) {
       case UpstreamFailure::read_timeout:
-        return {504, who + " did not answer within " +
-                         std::to_string(ctx_.options.upstream_read_timeout.count()) + " ms"};
+        return {504, who + " did not answer in time (" + detail + "; upstream_read_timeout " +
+                         std::to_string(ctx_.options.upstream_read_timeout.count()) + " ms)"};
       case UpstreamFailure::connect:
       case UpstreamFailure::connect_timeout:
         return {502, "cannot connect to " + who + " (" + detail +

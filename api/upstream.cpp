@@ -209,9 +209,10 @@ std::shared_ptr<UpstreamCall> UpstreamCall::start(UpstreamPool& pool, Request re
   wire += r.body;
   call->started_ = Clock::now();
   // Events never come from inside start(): the caller may still be setting itself up. A timer
-  // due now runs at the end of this loop round, with no extra wake-up.
+  // due at the epoch runs at the end of this loop round (the round's timers run after its
+  // events), with no extra wake-up.
   std::weak_ptr<UpstreamCall> weak = call;
-  pool.reactor().call_at(call->started_, [weak] {
+  pool.reactor().call_at(Clock::time_point{}, [weak] {
     if (auto self = weak.lock()) self->begin();
   });
   return call;
@@ -328,11 +329,17 @@ void UpstreamCall::on_connected() {
 }
 
 void UpstreamCall::write_request() {
+  // The silence timeout covers the request's way out too (each send that makes progress counts
+  // as a sign of life): a service that accepts but never reads would otherwise hold the call,
+  // and the client's lease, for ever.
+  last_read_ = Clock::now();
+  arm_read_timer();
   while (written_ < wire_.size()) {
     const ssize_t n =
         ::send(connection_->fd(), wire_.data() + written_, wire_.size() - written_, MSG_NOSIGNAL);
     if (n > 0) {
       written_ += static_cast<std::size_t>(n);
+      last_read_ = Clock::now();
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -340,8 +347,7 @@ void UpstreamCall::write_request() {
     fail(UpstreamFailure::write, errno_text(errno));
     return;
   }
-  last_read_ = Clock::now();  // the read timeout counts from the end of the request
-  arm_read_timer();
+  last_read_ = Clock::now();  // the wait for the answer counts from the end of the request
 }
 
 void UpstreamCall::read_answer() {
@@ -407,7 +413,9 @@ void UpstreamCall::read_answer() {
 void UpstreamCall::complete() {
   finished_ = true;
   auto connection = std::move(connection_);
-  const bool reuse = parser_.reusable();
+  // Not after an answer that came before the whole request went out (the service would read
+  // the rest of it as the next request), nor after the service's end of stream was seen.
+  const bool reuse = parser_.reusable() && written_ == wire_.size() && !hangup_;
   detach();
   if (reuse && connection) pool_.give_back(std::move(connection));
   connection.reset();
@@ -467,7 +475,9 @@ void UpstreamCall::on_read_timer() {
   // A paused call waits for its client, not for the service.
   if (!paused_ && Clock::now() - last_read_ >= timeouts_.read) {
     fail(UpstreamFailure::read_timeout,
-         "nothing arrived for " + std::to_string(timeouts_.read.count()) + " ms");
+         written_ < wire_.size()
+             ? "the service took none of the request for " + std::to_string(timeouts_.read.count()) + " ms"
+             : "nothing arrived for " + std::to_string(timeouts_.read.count()) + " ms");
     return;
   }
   if (paused_) last_read_ = Clock::now();

@@ -73,7 +73,7 @@ enum class UpstreamFailure {
   connect_timeout,  // no connection within the connect timeout
   write,            // the connection broke while the request went out
   read,             // the connection ended or broke before the answer was complete
-  read_timeout,     // nothing arrived for the read timeout
+  read_timeout,     // no progress for the read timeout (the request not taken, or no answer)
   protocol,         // the answer is not valid HTTP/1.1
 };
 const char* to_string(UpstreamFailure failure);
@@ -90,7 +90,9 @@ class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
   };
   struct Timeouts {
     std::chrono::milliseconds connect{5000};
-    std::chrono::milliseconds read{600000};  // longest silence while waiting for or reading the answer
+    // Longest silence: while the request goes out (the service takes none of it), while waiting
+    // for the answer and while reading it.
+    std::chrono::milliseconds read{600000};
   };
   // The call's events, in order: `head` once, `body` zero or more times, `end` once. None of
   // them comes after cancel().
@@ -153,7 +155,7 @@ class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
   std::string body_;
   std::uint64_t received_ = 0;
   std::chrono::steady_clock::time_point started_{};
-  std::chrono::steady_clock::time_point last_read_{};
+  std::chrono::steady_clock::time_point last_read_{};  // the last sign of life (a send or a read)
   http::Reactor::Id connect_timer_ = 0;
   http::Reactor::Id read_timer_ = 0;
 };

@@ -140,8 +140,6 @@ class RawUpstream {
   std::thread thread_;
 };
 
-// A plain client socket to gpumod, for exchanges httplib's client will not make (pipelining,
-// hanging up mid-call).
 // A streaming chat completion for "coder"; the caller adds its receivers.
 httplib::Request streaming_chat_request() {
   httplib::Request req;
@@ -152,6 +150,8 @@ httplib::Request streaming_chat_request() {
   return req;
 }
 
+// A plain client socket to gpumod, for exchanges httplib's client will not make (pipelining,
+// hanging up mid-call).
 int connect_to(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -509,6 +509,67 @@ TEST(Proxy, AKeptAliveConnectionTheServiceDroppedIsRetriedOnceOnANewOne) {
   EXPECT_EQ(second->status, 200) << second->body;
   EXPECT_EQ(second->body, R"({"n":2})");
   EXPECT_EQ(upstream.requests(), 3);  // the dropped one, then the retry
+  EXPECT_EQ(upstream.connections(), 2);
+  EXPECT_EQ(server.control().released().size(), 2U);
+}
+
+// A service that accepts but never reads: the silence timeout covers the request's way out
+// too, so the call ends (504) and the lease goes back instead of waiting for ever.
+TEST(Proxy, AServiceThatNeverTakesTheRequestIs504AndTheLeaseIsReleased) {
+  RawUpstream upstream(
+      [](RawUpstream&, int, int) { std::this_thread::sleep_for(std::chrono::milliseconds(900)); });
+  ServerOptions opts;
+  opts.upstream_read_timeout = std::chrono::milliseconds(300);
+  TestServer server(opts);
+  server.control().endpoint = upstream.endpoint();
+  // More than the loopback socket buffers hold, so the send stalls.
+  const std::string body = R"({"model":"coder","pad":")" + std::string(std::size_t{6} << 20, 'x') + R"("})";
+  auto r = server.client()->Post("/v1/chat/completions", body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504) << r->body;
+  EXPECT_NE(r->body.find("took none of the request"), std::string::npos) << r->body;
+  EXPECT_EQ(server.control().released().size(), 1U);
+}
+
+// A service may answer before it has read the whole request (an early 413). That connection
+// still carries the rest of the request, so it must not serve the next call.
+TEST(Proxy, AnAnswerBeforeTheWholeRequestWentOutEndsThatConnection) {
+  std::atomic<bool> first_answered{false};
+  RawUpstream upstream([&first_answered](RawUpstream& self, int fd, int connection) {
+    if (connection == 0) {
+      const int small = 4096;  // no autotuning: the request cannot fit in the socket buffers
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+      std::array<char, 4096> head{};
+      if (::recv(fd, head.data(), head.size(), 0) <= 0) return;
+      RawUpstream::send_all(fd, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\n\r\n{}");
+      // Reads nothing more until the client has the answer (gpumod's send stalls meanwhile), then
+      // drains until gpumod closes. A connection it kept would block the next call here.
+      for (int i = 0; i < 2000 && !first_answered.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      const int large = 8 << 20;  // now drain fast
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &large, sizeof large);
+      std::vector<char> sink(std::size_t{1} << 20);
+      while (::recv(fd, sink.data(), sink.size(), 0) > 0) {
+      }
+      return;
+    }
+    while (self.read_request(fd)) RawUpstream::send_all(fd, RawUpstream::answer(R"({"n":2})"));
+  });
+  ServerOptions opts;
+  opts.upstream_read_timeout = std::chrono::seconds(3);
+  TestServer server(opts);
+  server.control().endpoint = upstream.endpoint();
+  auto client = server.client();
+  const std::string big = R"({"model":"coder","pad":")" + std::string(std::size_t{6} << 20, 'x') + R"("})";
+  auto first = client->Post("/v1/chat/completions", big, "application/json");
+  first_answered.store(true);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 413);
+  auto second = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 200) << second->body;
+  EXPECT_EQ(second->body, R"({"n":2})");
   EXPECT_EQ(upstream.connections(), 2);
   EXPECT_EQ(server.control().released().size(), 2U);
 }
