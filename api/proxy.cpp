@@ -12,7 +12,10 @@
 //
 // Streams are passed on as they arrive; when the client takes them slower than the service
 // writes, reading from the service pauses above kStreamBacklog and resumes once the client
-// has taken what is queued, so memory stays bounded and the service is held back by TCP.
+// has taken what is queued, so memory stays bounded and the service is held back by TCP. A
+// client that takes nothing for idle_timeout while reading is paused is treated as gone (499):
+// else a stopped client process with its socket open would hold the lease, and so the
+// service, for ever.
 #include <spdlog/spdlog.h>
 
 #include <set>
@@ -102,11 +105,29 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     if (!paused_ && client_->backlog() > kStreamBacklog) {
       paused_ = true;
       call_->pause();
-      client_->notify_when_drained([self = shared_from_this()] {
+      auto self = shared_from_this();
+      http::Reactor& reactor = client_->reactor();
+      stall_timer_ = reactor.call_at(std::chrono::steady_clock::now() + ctx_.options.idle_timeout,
+                                     [self] { self->client_stalled(); });
+      client_->notify_when_drained([self] {
         self->paused_ = false;
+        if (self->stall_timer_ != 0) self->client_->reactor().cancel_call(self->stall_timer_);
+        self->stall_timer_ = 0;
         if (self->call_) self->call_->resume();
       });
     }
+  }
+
+  void client_stalled() {
+    stall_timer_ = 0;
+    if (!paused_ || !call_) return;
+    spdlog::warn("proxy: the client of {} took nothing of the stream from '{}' for {} ms; dropping it", path_,
+                 service_, ctx_.options.idle_timeout.count());
+    auto self = shared_from_this();
+    call_->cancel();
+    client_->finish(false);
+    ctx_.control->count_proxied_request(service_, path_, kClientGone);
+    end();
   }
 
   void on_end(UpstreamFailure failure, const std::string& detail) {
@@ -146,6 +167,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void end() {
     lease_->release();
     call_.reset();
+    if (stall_timer_ != 0) client_->reactor().cancel_call(stall_timer_);
+    stall_timer_ = 0;
     client_->on_gone(nullptr);
   }
 
@@ -179,6 +202,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   std::string body_;
   bool streaming_ = false;
   bool paused_ = false;
+  http::Reactor::Id stall_timer_ = 0;  // while paused: the client's time to take something
 };
 
 class Proxy {

@@ -574,6 +574,51 @@ TEST(Proxy, AnAnswerBeforeTheWholeRequestWentOutEndsThatConnection) {
   EXPECT_EQ(server.control().released().size(), 2U);
 }
 
+// A streaming client that stops reading but keeps its socket open (a stopped process) must
+// not hold the lease for ever: after idle_timeout with reading paused it is dropped (499).
+TEST(Proxy, AStreamClientThatStopsReadingIsDroppedAndItsLeaseReleased) {
+  RawUpstream upstream([](RawUpstream& self, int fd, int) {
+    if (!self.read_request(fd)) return;
+    RawUpstream::send_all(fd,
+                          "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n");
+    std::string events;
+    for (int i = 0; i < 64; ++i) events += "data: " + std::string(1000, 'x') + "\n\n";
+    std::ostringstream chunk;
+    chunk << std::hex << events.size() << "\r\n" << events << "\r\n";
+    const std::string wire = chunk.str();
+    // Blocks once gpumod stops reading; fails once gpumod ends the call (or after 30 s stuck,
+    // so a broken gpumod fails the test instead of hanging it).
+    const timeval stuck{30, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &stuck, sizeof stuck);
+    for (int i = 0; i < 100000; ++i) {
+      if (::send(fd, wire.data(), wire.size(), MSG_NOSIGNAL) <= 0) break;
+    }
+    self.wait_for_hangup(fd);
+  });
+  ServerOptions opts;
+  opts.idle_timeout = std::chrono::milliseconds(400);
+  TestServer server(opts);
+  server.control().endpoint = upstream.endpoint();
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<std::uint16_t>(server.port()));
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string request = post_text("/v1/chat/completions", R"({"model":"coder","stream":true})");
+  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  // ... and never reads.
+  EXPECT_TRUE(eventually([&] { return server.control().released().size() == 1; }));
+  EXPECT_TRUE(eventually([&] { return upstream.saw_hangup(); })) << "the call to the service ended";
+  const auto proxied = server.control().proxied();
+  ASSERT_EQ(proxied.size(), 1U);
+  EXPECT_EQ(proxied[0].code, 499);
+  ::close(fd);
+}
+
 TEST(Proxy, AServiceThatClosesEveryConnectionAfterItsAnswerNeverCostsAFailedCall) {
   RawUpstream upstream([](RawUpstream& self, int fd, int) {
     if (self.read_request(fd)) RawUpstream::send_all(fd, RawUpstream::answer(R"({"ok":true})"));
