@@ -249,13 +249,32 @@ class Proxy {
   }
 
  private:
+  // A submitted /v1 call until forward() takes its outcome over. Whoever lets go of it last (the
+  // loop, the waiting worker, a withdrawing worker, or the loop dropping queued work at
+  // shutdown) gives back a lease the scheduler granted that forward() never took: the client
+  // left, or the wait timed out and the cancel came after the grant.
   struct Pending {
+    Pending() = default;
+    Pending(Pending&&) = default;
+    Pending& operator=(Pending&&) = delete;
+    Pending(const Pending&) = delete;
+    Pending& operator=(const Pending&) = delete;
+    ~Pending() {
+      if (taken || !control || !ticket.outcome.valid() ||
+          ticket.outcome.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+        return;
+      }
+      if (const auto lease = ticket.outcome.get().lease) control->release_lease(*lease);
+    }
+
     json body;
     std::string model;
     std::shared_ptr<const config::Config> cfg;  // keeps `preset` alive
     const config::Preset* preset = nullptr;
     bool stream = false;
+    std::shared_ptr<Control> control;
     scheduler::RequestTicket ticket;
+    bool taken = false;  // forward() has the outcome (and any lease)
   };
 
   // Parses and checks the body and submits the request; answers (and returns nothing) when the
@@ -291,6 +310,7 @@ class Proxy {
     spec.model = model;
     spec.hold_lease = true;
     spec.request_id = request_id_of(res);
+    p.control = ctx_.control;
     p.ticket = ctx_.control->submit(std::move(spec));
     return p;
   }
@@ -302,49 +322,42 @@ class Proxy {
       return;
     }
     http::Reactor& loop = client->reactor();
-    // A client that leaves while its model loads withdraws its request (off the loop: cancel
-    // waits for the scheduler's answer).
-    client->on_gone([this, &loop, id = p->ticket.request_id] {
-      loop.offload([this, id] { (void)ctx_.control->cancel(id); });
-    });
+    // A client that leaves while its model loads withdraws its request.
+    client->on_gone([this, &loop, p] { withdraw(loop, p); });
     loop.offload([this, p, client, &loop] {
       const auto why = wait_with_deadline(ctx_, p->ticket.outcome, request_budget(ctx_, std::nullopt));
-      loop.post([this, p, client, why] { resume(*p, why, client); });
+      loop.post([this, p, client, why] { resume(p, why, client); });
     });
   }
 
   // Back on the loop after the wait.
-  void resume(Pending& p, WaitResult why, const std::shared_ptr<http::Responder>& client) {
-    if (!client->open()) {
-      abandon(p.ticket);
-      return;
-    }
+  void resume(const std::shared_ptr<Pending>& p, WaitResult why,
+              const std::shared_ptr<http::Responder>& client) {
+    if (!client->open()) return;  // gone: its withdraw (on_gone) cleans up
     client->on_gone(nullptr);
     if (why != WaitResult::ready) {
-      const std::string id = p.ticket.request_id;
-      client->reactor().offload([this, id] { (void)ctx_.control->cancel(id); });
+      withdraw(client->reactor(), p);
       if (why == WaitResult::stopping) {
         send_error(client->response(), 503, "gpumod is shutting down", 5);
       } else {
-        send_error(client->response(), 504, "model '" + p.model + "' did not become ready in time");
+        send_error(client->response(), 504, "model '" + p->model + "' did not become ready in time");
       }
       client->send();
       return;
     }
-    forward(p, p.ticket.outcome.get(), client);
+    forward(*p, p->ticket.outcome.get(), client);
   }
 
-  // The client is gone: give back what the request got, or withdraw it.
-  void abandon(const scheduler::RequestTicket& ticket) {
-    if (ticket.outcome.valid() &&
-        ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-      if (const auto lease = ticket.outcome.get().lease) ctx_.control->release_lease(*lease);
-    }
+  // Cancels the request off the loop (cancel waits for the scheduler's answer). A lease granted
+  // before the cancel landed goes back when the last holder lets go of `p` (~Pending).
+  void withdraw(http::Reactor& loop, const std::shared_ptr<Pending>& p) {
+    loop.offload([this, p] { (void)ctx_.control->cancel(p->ticket.request_id); });
   }
 
   // The model's request was answered: forward the call, or pass the refusal on.
   void forward(Pending& p, const scheduler::RequestOutcome& outcome,
                const std::shared_ptr<http::Responder>& client) {
+    p.taken = true;
     auto lease = std::make_unique<LeaseGuard>(ctx_.control, outcome.lease);
     HttpResponse& res = client->response();
     if (outcome.status != scheduler::RequestStatus::ready) {

@@ -80,6 +80,12 @@ class FakeControl final : public Control {
   scheduler::ModeResult mode_result;
   scheduler::ReloadResult reload_result{true, "no changes", {}, {}, {}};
 
+  // Runs first in cancel() (without the lock; it may fulfil()); an error it returns is cancel's.
+  std::function<Result<void>(const std::string& request_id)> on_cancel;
+  void set_config(std::shared_ptr<const config::Config> c) {
+    std::lock_guard lock(mutex_);
+    config_ = std::move(c);
+  }
   void set_snapshot(std::shared_ptr<const scheduler::Snapshot> s) {
     std::lock_guard lock(mutex_);
     snapshot_ = std::move(s);
@@ -167,6 +173,14 @@ class FakeControl final : public Control {
     return it->second;
   }
   Result<void> cancel(const std::string& request_id) override {
+    if (on_cancel) {
+      auto r = on_cancel(request_id);
+      if (!r) {
+        std::lock_guard lock(mutex_);
+        cancelled_.push_back(request_id);
+        return r;
+      }
+    }
     std::lock_guard lock(mutex_);
     cancelled_.push_back(request_id);
     auto it = infos_.find(request_id);

@@ -790,5 +790,30 @@ TEST(Proxy, ACallWhoseModelMustLoadFirstIsForwardedOnceItIsReady) {
   }));
 }
 
+// The wait for a loading model times out (504), and the scheduler serves the request just
+// before the cancel lands (the cancel then fails): the lease it granted must still go back.
+TEST(Proxy, ALeaseGrantedAsTheWaitTimesOutIsGivenBack) {
+  ServerOptions opts;
+  opts.scheduler_grace = std::chrono::milliseconds(100);
+  TestServer server(opts);
+  auto cfg = std::make_shared<config::Config>(*server.control().config());
+  cfg->daemon.policy.default_request_timeout = std::chrono::milliseconds(200);
+  server.control().set_config(cfg);
+  server.control().hold_outcomes = true;
+  server.control().on_cancel = [&](const std::string& id) -> Result<void> {
+    scheduler::RequestOutcome ready;
+    ready.status = scheduler::RequestStatus::ready;
+    ready.service = "qwen3-coder";
+    ready.endpoint = "http://127.0.0.1:1";
+    ready.lease = 77;
+    server.control().fulfil(id, ready);  // served a moment before the cancel
+    return make_error("it is already ready");
+  };
+  auto r = server.client()->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504) << r->body;
+  EXPECT_TRUE(eventually([&] { return server.control().released() == std::vector<scheduler::LeaseId>{77}; }));
+}
+
 }  // namespace
 }  // namespace gpumod::api
