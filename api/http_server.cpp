@@ -221,9 +221,20 @@ bool wants_keep_alive(const HttpRequest& req) {
 
 enum class Framing { length, chunked };
 
+// Whether the answer to `req` with `status` carries a body at all (RFC 9110 6.4.1): not for
+// HEAD, nor for 1xx, 204 and 304, whose end is the end of the head.
+bool has_body(const HttpRequest& req, int status) {
+  return req.method != "HEAD" && status >= 200 && status != 204 && status != 304;
+}
+
 // Status line, headers and (with Framing::length) the body, appended to `out`. A chunked
-// answer to an HTTP/1.0 client has no framing: its body ends with the connection.
-void serialize(const HttpResponse& res, Framing framing, bool keep_alive, bool http10, std::string& out) {
+// answer to an HTTP/1.0 client has no framing: its body ends with the connection. A HEAD
+// answer keeps the framing headers a GET would get, without the body; 1xx, 204 and 304 get
+// neither.
+void serialize(const HttpResponse& res, Framing framing, bool keep_alive, const HttpRequest& req,
+               std::string& out) {
+  const bool http10 = req.http10;
+  const bool framed = res.status >= 200 && res.status != 204 && res.status != 304;
   out.reserve(out.size() + 160 + res.body.size());
   out += "HTTP/1.1 ";
   append_number(out, static_cast<std::uint64_t>(res.status));
@@ -241,7 +252,9 @@ void serialize(const HttpResponse& res, Framing framing, bool keep_alive, bool h
     out += res.content_type;
     out += "\r\n";
   }
-  if (framing == Framing::chunked) {
+  if (!framed) {
+    // no framing: the head is the whole answer
+  } else if (framing == Framing::chunked) {
     if (!http10) out += "Transfer-Encoding: chunked\r\n";
   } else {
     out += "Content-Length: ";
@@ -254,11 +267,11 @@ void serialize(const HttpResponse& res, Framing framing, bool keep_alive, bool h
     out += "Connection: keep-alive\r\n";
   }
   out += "\r\n";
-  if (framing == Framing::length) out += res.body;
+  if (framing == Framing::length && has_body(req, res.status)) out += res.body;
 }
 
-void serialize(const HttpResponse& res, bool keep_alive, bool http10, std::string& out) {
-  serialize(res, res.stream ? Framing::chunked : Framing::length, keep_alive, http10, out);
+void serialize(const HttpResponse& res, bool keep_alive, const HttpRequest& req, std::string& out) {
+  serialize(res, res.stream ? Framing::chunked : Framing::length, keep_alive, req, out);
 }
 
 // One chunk of a chunked body (just the data for HTTP/1.0), appended to `out`.
@@ -476,7 +489,7 @@ struct HttpServer::Loop final : Reactor {
       Connection& c = *conn_;
       if (!keep_alive_) c.close_after_write = true;
       res_.stream = nullptr;
-      serialize(res_, Framing::length, !c.close_after_write, req_.http10, c.out);
+      serialize(res_, Framing::length, !c.close_after_write, req_, c.out);
       end();
     }
 
@@ -486,13 +499,14 @@ struct HttpServer::Loop final : Reactor {
       res_.stream = nullptr;
       // An HTTP/1.0 client learns where the body ends from the close.
       keep_alive_ = keep_alive_ && !req_.http10;
-      serialize(res_, Framing::chunked, keep_alive_, req_.http10, conn_->out);
+      serialize(res_, Framing::chunked, keep_alive_, req_, conn_->out);
+      body_allowed_ = has_body(req_, res_.status);
       loop_.mark_dirty(*conn_);
     }
 
     bool write(std::string_view data) override {
       if (!open() || !streaming_) return false;
-      if (data.empty()) return true;
+      if (data.empty() || !body_allowed_) return true;  // a HEAD or bodiless answer drops it
       append_chunk(data, req_.http10, conn_->out);
       loop_.mark_dirty(*conn_);
       return true;
@@ -511,7 +525,7 @@ struct HttpServer::Loop final : Reactor {
     void finish(bool complete) override {
       if (conn_ == nullptr) return;
       Connection& c = *conn_;
-      if (streaming_ && complete && !req_.http10) c.out += "0\r\n\r\n";
+      if (streaming_ && complete && !req_.http10 && body_allowed_) c.out += "0\r\n\r\n";
       if (!complete || !keep_alive_ || loop_.server.stopping()) c.close_after_write = true;
       end();
     }
@@ -556,6 +570,7 @@ struct HttpServer::Loop final : Reactor {
     HttpResponse res_;
     bool keep_alive_;
     bool streaming_ = false;
+    bool body_allowed_ = true;  // false for a HEAD or a 1xx/204/304 stream: chunks are dropped
     Callback drained_;
     Callback gone_;
   };
@@ -626,7 +641,7 @@ struct HttpServer::Loop final : Reactor {
   // Queues an answer on the loop thread and tries to send it right away.
   void answer_inline(Connection& c, const HttpRequest& req, const HttpResponse& res, bool keep_alive) {
     if (!keep_alive || server.stopping()) c.close_after_write = true;
-    serialize(res, !c.close_after_write, req.http10, c.out);
+    serialize(res, !c.close_after_write, req, c.out);
     log_answer(req, res);
   }
 
@@ -635,7 +650,7 @@ struct HttpServer::Loop final : Reactor {
     HttpResponse res;
     fill_error(c.req, res, status);
     c.close_after_write = true;
-    serialize(res, false, c.req.http10, c.out);
+    serialize(res, false, c.req, c.out);
     log_answer(c.req, res);
     c.reset_request();
   }
@@ -1016,12 +1031,12 @@ struct HttpServer::Loop final : Reactor {
     bool keep = item.keep_alive && !server.stopping();
     if (streaming && item.req.http10) keep = false;  // the end of the body is the end of the connection
     if (!keep) c.close_after_write = true;
-    serialize(res, keep, item.req.http10, c.out);
+    serialize(res, keep, item.req, c.out);
     const std::string_view pending(c.out.data() + c.out_pos, c.pending_output());
     if (!write_all(c.fd, pending, opts.write_timeout, server.stopping_)) c.broken = true;
     c.out.clear();
     c.out_pos = 0;
-    if (streaming && !c.broken) {
+    if (streaming && !c.broken && has_body(item.req, res.status)) {
       SocketSink sink(c, item.req.http10, opts, server.stopping_);
       bool complete = false;
       try {

@@ -271,6 +271,23 @@ TEST(HttpServer, AChunkedBodyInPiecesIsDecodedAndBadFramingIs400) {
   }
 }
 
+// An answer to HEAD has the head only (here a 405: no route takes HEAD), so the next answer on
+// the connection starts right after it.
+TEST(HttpServer, AHeadAnswerHasNoBodyAndTheConnectionCarriesOn) {
+  Server server;
+  Raw c(server.port());
+  ASSERT_TRUE(c.send("HEAD /echo HTTP/1.1\r\nHost: t\r\n\r\nGET /echo?n=after HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto status = c.line();
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->substr(9, 3), "405");
+  for (auto l = c.line(); l && !l->empty(); l = c.line()) {
+  }
+  auto next = c.reply();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(next->body, "after");
+}
+
 TEST(HttpServer, APostWithoutLengthHasAnEmptyBody) {
   Server server;
   Raw c(server.port());

@@ -619,6 +619,29 @@ TEST(Proxy, AStreamClientThatStopsReadingIsDroppedAndItsLeaseReleased) {
   ::close(fd);
 }
 
+// A 204 to a streaming call has no body and no framing; the next call on the same client
+// connection is read cleanly after it.
+TEST(Proxy, ABodilessAnswerToAStreamingCallLeavesTheConnectionClean) {
+  RawUpstream upstream([](RawUpstream& self, int fd, int) {
+    for (int n = 0; self.read_request(fd); ++n) {
+      RawUpstream::send_all(
+          fd, n == 0 ? std::string("HTTP/1.1 204 No Content\r\n\r\n") : RawUpstream::answer(R"({"n":2})"));
+    }
+  });
+  TestServer server;
+  server.control().endpoint = upstream.endpoint();
+  auto client = server.client();
+  auto first = client->Post("/v1/chat/completions", R"({"model":"coder","stream":true})", "application/json");
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 204);
+  EXPECT_EQ(first->get_header_value("Transfer-Encoding"), "");
+  EXPECT_EQ(first->body, "");
+  auto second = client->Post("/v1/chat/completions", R"({"model":"coder"})", "application/json");
+  ASSERT_TRUE(second) << httplib::to_string(second.error());
+  EXPECT_EQ(second->status, 200);
+  EXPECT_EQ(second->body, R"({"n":2})");
+}
+
 TEST(Proxy, AServiceThatClosesEveryConnectionAfterItsAnswerNeverCostsAFailedCall) {
   RawUpstream upstream([](RawUpstream& self, int fd, int) {
     if (self.read_request(fd)) RawUpstream::send_all(fd, RawUpstream::answer(R"({"ok":true})"));
