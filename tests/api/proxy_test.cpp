@@ -537,18 +537,15 @@ TEST(Proxy, AnAnswerBeforeTheWholeRequestWentOutEndsThatConnection) {
   std::atomic<bool> first_answered{false};
   RawUpstream upstream([&first_answered](RawUpstream& self, int fd, int connection) {
     if (connection == 0) {
-      const int small = 4096;  // no autotuning: the request cannot fit in the socket buffers
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
       std::array<char, 4096> head{};
       if (::recv(fd, head.data(), head.size(), 0) <= 0) return;
       RawUpstream::send_all(fd, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\n\r\n{}");
-      // Reads nothing more until the client has the answer (gpumod's send stalls meanwhile), then
-      // drains until gpumod closes. A connection it kept would block the next call here.
+      // Reads nothing more until the client has the answer, so gpumod's send stalls: 6 MiB is
+      // more than its send buffer (at most 4 MiB) and an unread receive buffer hold. Then drains
+      // until gpumod closes; a connection it kept would block the next call here.
       for (int i = 0; i < 2000 && !first_answered.load(); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
-      const int large = 8 << 20;  // now drain fast
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &large, sizeof large);
       std::vector<char> sink(std::size_t{1} << 20);
       while (::recv(fd, sink.data(), sink.size(), 0) > 0) {
       }
