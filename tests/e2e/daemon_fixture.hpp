@@ -3,6 +3,7 @@
 // started) when the test ends, pass or fail.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/types.h>
@@ -69,6 +70,14 @@ struct Response {
   std::string body;
   std::map<std::string, std::string> headers;
   [[nodiscard]] json js() const { return json::parse(body, nullptr, false); }
+  // The body as a JSON object; otherwise a test failure naming the status and body, and {} (so
+  // the caller's expectations fail on their own line instead of a json exception).
+  [[nodiscard]] json obj() const {
+    json j = js();
+    if (j.is_object()) return j;
+    ADD_FAILURE() << "HTTP " << status << " answer is not a JSON object: " << body;
+    return json::object();
+  }
 };
 
 class Daemon {

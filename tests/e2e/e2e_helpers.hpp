@@ -1,12 +1,10 @@
 // Shared expectations over /status for the end-to-end suites.
 #pragma once
 
-#include <sys/wait.h>
-
-#include <cstdio>
 #include <string>
 
 #include "tests/e2e/daemon_fixture.hpp"
+#include "tests/support/run_command.hpp"
 
 namespace gpumod::e2e {
 
@@ -27,22 +25,6 @@ inline std::string service_state(const Daemon& d, const std::string& id) {
 
 inline constexpr std::int64_t kMiB = 1024 * 1024;
 
-struct CommandOutput {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs a command line (tests may use a shell; gpumod itself never does).
-inline CommandOutput run_command(const std::string& cmd) {
-  CommandOutput out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.output.append(buf, n);
-  const int status = ::pclose(p);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
+using gpumod::testing::run_command;
 
 }  // namespace gpumod::e2e

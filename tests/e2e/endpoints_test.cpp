@@ -32,7 +32,7 @@ class Endpoints : public ::testing::Test {
 
   // The error body every failure carries: {"error": {"message", "type", "request_id"}}.
   static std::string error_type(const Response& r) {
-    const auto j = r.js();
+    const auto j = r.obj();
     if (!j.is_object() || !j.contains("error") || !j["error"].is_object()) return "<no error object>";
     EXPECT_FALSE(j["error"].value("message", "").empty()) << r.body;
     return j["error"].value("type", "");
@@ -47,7 +47,7 @@ TEST_F(Endpoints, ControlApiSuccessAndErrorPaths) {
   ASSERT_TRUE(d.started());
 
   // Basics: health, landing page, unknown path, wrong method, request ids.
-  EXPECT_EQ(d.get("/healthz").js().value("status", ""), "ok");
+  EXPECT_EQ(d.get("/healthz").obj().value("status", ""), "ok");
   EXPECT_NE(d.get("/").body.find("/metrics"), std::string::npos);
   auto unknown = d.get("/nope");
   EXPECT_EQ(unknown.status, 404);
@@ -67,7 +67,7 @@ TEST_F(Endpoints, ControlApiSuccessAndErrorPaths) {
   // POST /request: ready, then every refusal.
   auto ready = d.post("/request", R"({"model":"embed","priority":60})");
   ASSERT_EQ(ready.status, 200) << ready.body;
-  const auto rj = ready.js();
+  const auto rj = ready.obj();
   EXPECT_EQ(rj.value("status", ""), "ready");
   EXPECT_EQ(rj.value("service", ""), "embed");
   EXPECT_EQ(rj.value("gpu", -1), 0);
@@ -96,15 +96,15 @@ TEST_F(Endpoints, ControlApiSuccessAndErrorPaths) {
   // wait:false, GET and DELETE /requests/{id}.
   auto queued = d.post("/request", R"({"model":"slow","wait":false})");
   ASSERT_EQ(queued.status, 202) << queued.body;
-  const std::string slow_id = queued.js().value("request_id", "");
+  const std::string slow_id = queued.obj().value("request_id", "");
   ASSERT_FALSE(slow_id.empty());
   auto info = d.get("/requests/" + slow_id);
   EXPECT_EQ(info.status, 200);
-  EXPECT_EQ(info.js().value("model", ""), "slow");
+  EXPECT_EQ(info.obj().value("model", ""), "slow");
   auto cancelled = d.del("/requests/" + slow_id);
   EXPECT_EQ(cancelled.status, 200) << cancelled.body;
-  EXPECT_EQ(cancelled.js().value("status", ""), "cancelled");
-  EXPECT_EQ(d.get("/requests/" + slow_id).js().value("status", ""), "cancelled");
+  EXPECT_EQ(cancelled.obj().value("status", ""), "cancelled");
+  EXPECT_EQ(d.get("/requests/" + slow_id).obj().value("status", ""), "cancelled");
   EXPECT_EQ(d.del("/requests/" + slow_id).status, 409) << "already decided";
   // The load it set off goes on (another request may want it); stopping the service ends it.
   auto stop_loading = d.post("/services/slow/stop");
@@ -114,27 +114,27 @@ TEST_F(Endpoints, ControlApiSuccessAndErrorPaths) {
   EXPECT_EQ(d.del("/requests/no-such-request").status, 404);
   auto later = d.post("/request", R"({"model":"chat","wait":false})");
   ASSERT_TRUE(later.status == 202 || later.status == 200) << later.body;
-  const std::string chat_id = later.js().value("request_id", "");
-  EXPECT_TRUE(eventually([&] { return d.get("/requests/" + chat_id).js().value("status", "") == "ready"; }));
+  const std::string chat_id = later.obj().value("request_id", "");
+  EXPECT_TRUE(eventually([&] { return d.get("/requests/" + chat_id).obj().value("status", "") == "ready"; }));
 
   // Services.
-  auto list = d.get("/services").js();
+  auto list = d.get("/services").obj();
   ASSERT_TRUE(list.contains("services"));
   EXPECT_EQ(list["services"].size(), cfg_.presets.size());
-  EXPECT_EQ(d.get("/services/embed").js().value("state", ""), "ready");
+  EXPECT_EQ(d.get("/services/embed").obj().value("state", ""), "ready");
   auto no_service = d.get("/services/nope");
   EXPECT_EQ(no_service.status, 404);
   EXPECT_NE(no_service.body.find("embed"), std::string::npos) << "the 404 lists the configured ids";
   auto stop = d.post("/services/embed/stop");
   EXPECT_EQ(stop.status, 200) << stop.body;
-  EXPECT_TRUE(stop.js().value("ok", false));
+  EXPECT_TRUE(stop.obj().value("ok", false));
   EXPECT_EQ(service_state(d, "embed"), "stopped");
   EXPECT_EQ(d.post("/services/embed/start").status, 200);
   EXPECT_EQ(service_state(d, "embed"), "ready");
   auto no_sleep = d.post("/services/embed/sleep");
   EXPECT_EQ(no_sleep.status, 409) << no_sleep.body;
-  EXPECT_EQ(no_sleep.js().value("action", ""), "sleep");
-  EXPECT_FALSE(no_sleep.js().value("ok", true));
+  EXPECT_EQ(no_sleep.obj().value("action", ""), "sleep");
+  EXPECT_FALSE(no_sleep.obj().value("ok", true));
   EXPECT_EQ(d.post("/services/chat/sleep").status, 200);
   EXPECT_EQ(service_state(d, "chat"), "sleeping");
   EXPECT_EQ(d.post("/services/chat/wake").status, 200);
@@ -149,25 +149,25 @@ TEST_F(Endpoints, ControlApiSuccessAndErrorPaths) {
   // Plan: a dry run that changes nothing.
   auto plan = d.get("/plan?model=big");
   ASSERT_EQ(plan.status, 200) << plan.body;
-  EXPECT_EQ(plan.js().value("outcome", ""), "plan") << plan.body;
-  EXPECT_FALSE(plan.js()["steps"].empty()) << plan.body;
+  EXPECT_EQ(plan.obj().value("outcome", ""), "plan") << plan.body;
+  EXPECT_FALSE(plan.obj()["steps"].empty()) << plan.body;
   EXPECT_EQ(service_state(d, "chat"), "ready") << "a plan starts and stops nothing";
   EXPECT_EQ(service_state(d, "big"), "stopped");
   EXPECT_EQ(d.get("/plan?model=nope").status, 404);
   EXPECT_EQ(d.get("/plan").status, 400);
 
   // Modes.
-  auto modes = d.get("/modes").js();
+  auto modes = d.get("/modes").obj();
   ASSERT_TRUE(modes.contains("modes"));
   EXPECT_EQ(modes["modes"].size(), 2U);
   auto solo = d.post("/modes/solo/switch", "{}", std::chrono::seconds(90));
   ASSERT_EQ(solo.status, 200) << solo.body;
-  EXPECT_TRUE(solo.js().value("ok", false));
-  EXPECT_EQ(solo.js()["started"], json::array({"big"})) << solo.body;
+  EXPECT_TRUE(solo.obj().value("ok", false));
+  EXPECT_EQ(solo.obj()["started"], json::array({"big"})) << solo.body;
   EXPECT_EQ(service_state(d, "chat"), "stopped");
   EXPECT_EQ(service_state(d, "embed"), "stopped");
   EXPECT_EQ(service_state(d, "big"), "ready");
-  EXPECT_EQ(d.get("/modes").js().value("current", ""), "solo");
+  EXPECT_EQ(d.get("/modes").obj().value("current", ""), "solo");
   auto no_mode = d.post("/modes/nope/switch");
   EXPECT_EQ(no_mode.status, 404);
   EXPECT_NE(no_mode.body.find("pair"), std::string::npos) << "the 404 lists the configured modes";
@@ -179,12 +179,12 @@ TEST_F(Endpoints, ControlApiSuccessAndErrorPaths) {
                  "cmd: [/bin/true]\n");
   auto reload = d.post("/reload");
   ASSERT_EQ(reload.status, 200) << reload.body;
-  EXPECT_EQ(reload.js()["added"], json::array({"extra"})) << reload.body;
+  EXPECT_EQ(reload.obj()["added"], json::array({"extra"})) << reload.body;
   write_file(config_dir() / "presets" / "extra.yaml", "id: extra\ndriver: vllm\nport: 1\nvram_mb: lots\n");
   auto bad_reload = d.post("/reload");
   EXPECT_EQ(bad_reload.status, 422) << bad_reload.body;
   EXPECT_NE(bad_reload.body.find("extra.yaml:4"), std::string::npos) << bad_reload.body;
-  EXPECT_EQ(d.get("/services").js()["services"].size(), cfg_.presets.size() + 1) << "running config kept";
+  EXPECT_EQ(d.get("/services").obj()["services"].size(), cfg_.presets.size() + 1) << "running config kept";
   EXPECT_EQ(service_state(d, "big"), "ready") << "and nothing was disturbed";
 
   // Metrics.
@@ -200,7 +200,7 @@ TEST_F(Endpoints, ProxyLoadsRoutesStreamsAndReleases) {
 
   auto models = d.get("/v1/models");
   ASSERT_EQ(models.status, 200);
-  const json listed = models.js();
+  const json listed = models.obj();
   std::vector<std::string> ids;
   for (const auto& m : listed["data"]) ids.push_back(m.value("id", ""));
   for (const char* want : {"chat", "chat-alias", "embed", "big"}) {
@@ -212,8 +212,8 @@ TEST_F(Endpoints, ProxyLoadsRoutesStreamsAndReleases) {
   auto cold = d.post("/v1/chat/completions",
                      R"({"model":"chat-alias","messages":[{"role":"user","content":"hello there"}]})");
   ASSERT_EQ(cold.status, 200) << cold.body << d.log();
-  EXPECT_EQ(cold.js().value("model", ""), "chat") << cold.body;
-  EXPECT_FALSE(cold.js()["choices"].empty());
+  EXPECT_EQ(cold.obj().value("model", ""), "chat") << cold.body;
+  EXPECT_FALSE(cold.obj()["choices"].empty());
   EXPECT_EQ(service_state(d, "chat"), "ready");
 
   // Streaming passes the engine's SSE through.
@@ -248,8 +248,8 @@ TEST_F(Endpoints, ProxyLoadsRoutesStreamsAndReleases) {
   EXPECT_EQ(completion.status, 200) << completion.body;
   auto embedding = d.post("/v1/embeddings", R"({"model":"embed","input":["a","b"]})");
   ASSERT_EQ(embedding.status, 200) << embedding.body;
-  ASSERT_EQ(embedding.js()["data"].size(), 2U);
-  EXPECT_EQ(embedding.js()["data"][0]["embedding"].size(), 16U);
+  ASSERT_EQ(embedding.obj()["data"].size(), 2U);
+  EXPECT_EQ(embedding.obj()["data"][0]["embedding"].size(), 16U);
 
   // A sleeping model is woken for the call.
   ASSERT_EQ(d.post("/services/chat/sleep").status, 200);

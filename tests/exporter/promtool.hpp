@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 
+#include "tests/support/run_command.hpp"
+
 namespace gpumod::test {
 
 // The promtool executable on PATH, or nullopt when it is not installed.
@@ -33,23 +35,8 @@ inline std::optional<std::string> find_promtool() {
   return std::nullopt;
 }
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs a shell command line (arguments must already be quoted) and captures its output.
-inline CommandResult run_command(const std::string& command_line) {
-  CommandResult result;
-  FILE* pipe = ::popen((command_line + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  std::size_t n = 0;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+using gpumod::testing::CommandResult;
+using gpumod::testing::run_command;
 
 inline std::string shell_quote(const std::string& s) {
   std::string quoted = "'";
