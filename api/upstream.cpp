@@ -28,6 +28,22 @@ std::string address_key(const UpstreamAddress& a) {
   return a.host + ":" + std::to_string(a.port);
 }
 
+// `a` as a socket address (IPv6 when the host has a ':'); its length, 0 when the host is not a
+// numeric address.
+socklen_t numeric_sockaddr(const UpstreamAddress& a, sockaddr_storage& out) {
+  const auto port = htons(static_cast<std::uint16_t>(a.port));
+  if (a.host.find(':') != std::string::npos) {
+    auto* a6 = reinterpret_cast<sockaddr_in6*>(&out);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = port;
+    return ::inet_pton(AF_INET6, a.host.c_str(), &a6->sin6_addr) == 1 ? sizeof(sockaddr_in6) : 0;
+  }
+  auto* a4 = reinterpret_cast<sockaddr_in*>(&out);
+  a4->sin_family = AF_INET;
+  a4->sin_port = port;
+  return ::inet_pton(AF_INET, a.host.c_str(), &a4->sin_addr) == 1 ? sizeof(sockaddr_in) : 0;
+}
+
 std::string errno_text(int err) {
   return std::strerror(err);
 }
@@ -237,28 +253,12 @@ void UpstreamCall::open_connection(bool fresh) {
   }
   reused_ = false;
   sockaddr_storage addr{};
-  socklen_t addr_len = 0;
-  const bool v6 = request_.address.host.find(':') != std::string::npos;
-  if (v6) {
-    auto* a6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons(static_cast<std::uint16_t>(request_.address.port));
-    if (::inet_pton(AF_INET6, request_.address.host.c_str(), &a6->sin6_addr) != 1) {
-      fail(UpstreamFailure::connect, "'" + request_.address.host + "' is not a numeric address");
-      return;
-    }
-    addr_len = sizeof(sockaddr_in6);
-  } else {
-    auto* a4 = reinterpret_cast<sockaddr_in*>(&addr);
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons(static_cast<std::uint16_t>(request_.address.port));
-    if (::inet_pton(AF_INET, request_.address.host.c_str(), &a4->sin_addr) != 1) {
-      fail(UpstreamFailure::connect, "'" + request_.address.host + "' is not a numeric address");
-      return;
-    }
-    addr_len = sizeof(sockaddr_in);
+  const socklen_t addr_len = numeric_sockaddr(request_.address, addr);
+  if (addr_len == 0) {
+    fail(UpstreamFailure::connect, "'" + request_.address.host + "' is not a numeric address");
+    return;
   }
-  const int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     fail(UpstreamFailure::connect, "socket: " + errno_text(errno));
     return;
