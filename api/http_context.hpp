@@ -6,13 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <future>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <string>
-#include <vector>
 
 #include "api/control.hpp"
 #include "api/http_message.hpp"
