@@ -5,43 +5,61 @@
 #include <cstring>
 #include <utility>
 
+#include "api/http_syntax.hpp"
+
 namespace gpumod::api::http {
 
 namespace {
-
-// tchar (RFC 9110 5.6.2): what a field name is made of.
-bool is_token_char(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != '\0';
-}
 
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
-// Control characters other than HTAB (CR, LF and NUL included) may not appear in a field value
-// or a reason phrase.
-bool is_bad_text_char(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return (u < 0x20 && c != '\t') || u == 0x7f;
-}
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+// Calls `fn(element)` for each non-empty, OWS-trimmed element of a comma-separated list.
+std::string_view trim_ows_right(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
 }
 
-// Wire text for an error message: at most 40 bytes, control bytes shown as '?', quoted.
-std::string quoted(std::string_view s) {
-  constexpr std::size_t kMax = 40;
-  std::string out = "'";
-  for (char c : s.substr(0, kMax)) out += is_bad_text_char(c) ? '?' : c;
-  out += s.size() > kMax ? "...'" : "'";
-  return out;
+// *( BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] ) (RFC 9112 7.1.1), from
+// the first ';'. Quoted strings may hold any text byte but '"' and '\\' unescaped.
+bool valid_chunk_ext(std::string_view ext) {
+  while (!ext.empty()) {
+    ext = trim_ows(ext);
+    if (ext.empty() || ext.front() != ';') return false;
+    ext = trim_ows(ext.substr(1));
+    std::size_t n = 0;
+    while (n < ext.size() && is_token_char(ext[n])) ++n;
+    if (n == 0) return false;
+    ext = trim_ows(ext.substr(n));
+    if (ext.empty() || ext.front() != '=') continue;
+    ext = trim_ows(ext.substr(1));
+    if (!ext.empty() && ext.front() == '"') {
+      std::size_t i = 1;
+      for (; i < ext.size() && ext[i] != '"'; ++i) {
+        if (ext[i] == '\\') ++i;
+        if (i < ext.size() && is_bad_text_char(ext[i])) return false;
+      }
+      if (i >= ext.size()) return false;
+      ext = ext.substr(i + 1);
+    } else {
+      n = 0;
+      while (n < ext.size() && is_token_char(ext[n])) ++n;
+      if (n == 0) return false;
+      ext = ext.substr(n);
+    }
+  }
+  return true;
 }
 
-// Calls `fn(element)` for each non-empty, OWS-trimmed element of a comma-separated list.
+// field-name ":" OWS field-value OWS, with no control byte in the value and no obs-fold.
+bool valid_trailer_field(std::string_view line) {
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) return false;
+  const std::string_view value = line.substr(colon + 1);
+  return std::none_of(value.begin(), value.end(), is_bad_text_char);
+}
+
 template <typename Fn>
 void for_each_element(std::string_view list, Fn&& fn) {
   while (!list.empty()) {
@@ -91,7 +109,8 @@ LineReader::Status LineReader::next(std::string_view& in, std::size_t max_len, s
     line_taken_ = true;
   }
   in.remove_prefix(n + 1);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  had_cr_ = !line.empty() && line.back() == '\r';
+  if (had_cr_) line.remove_suffix(1);
   if (line.size() > max_len) return Status::too_long;
   out = line;
   return Status::line;
@@ -127,8 +146,14 @@ ChunkDecoder::Status ChunkDecoder::decode(std::string_view& in, std::string& bod
         if (st == LineReader::Status::too_long) {
           return fail("chunk size line longer than " + std::to_string(kMaxSizeLineBytes) + " bytes");
         }
-        // chunk-size [ BWS ";" chunk-ext ]: the extensions are ignored.
-        const std::string_view hex = trim_ows(line.substr(0, line.find(';')));
+        if (strict() && !lines_.had_cr()) return fail("chunk size line does not end in CR LF");
+        // chunk-size [ BWS ";" chunk-ext ]: the extensions are ignored (strict: checked).
+        const auto semicolon = line.find(';');
+        const std::string_view hex =
+            strict() ? trim_ows_right(line.substr(0, semicolon)) : trim_ows(line.substr(0, semicolon));
+        if (strict() && semicolon != std::string_view::npos && !valid_chunk_ext(line.substr(semicolon))) {
+          return fail("invalid chunk extension in " + quoted(line));
+        }
         std::uint64_t size = 0;
         const auto [ptr, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), size, 16);
         // 15 hex digits keep the running total far from overflow.
@@ -158,7 +183,7 @@ ChunkDecoder::Status ChunkDecoder::decode(std::string_view& in, std::string& bod
         state_ = State::data_cr;
         continue;
       }
-      case State::data_cr:  // CR LF after the chunk data (a bare LF is accepted, as for lines)
+      case State::data_cr:  // CR LF after the chunk data (lenient: a bare LF too, as for lines)
       case State::data_lf: {
         if (in.empty()) return Status::need_more;
         const char c = in.front();
@@ -166,6 +191,10 @@ ChunkDecoder::Status ChunkDecoder::decode(std::string_view& in, std::string& bod
           in.remove_prefix(1);
           state_ = State::data_lf;
           continue;
+        }
+        if (strict() && state_ == State::data_cr) {
+          return fail("chunk data longer than its size, or not followed by CR LF (got " +
+                      quoted(in.substr(0, 1)) + ")");
         }
         if (c != '\n') return fail("chunk data not followed by CRLF (got " + quoted(in.substr(0, 1)) + ")");
         in.remove_prefix(1);
@@ -180,10 +209,12 @@ ChunkDecoder::Status ChunkDecoder::decode(std::string_view& in, std::string& bod
         if (st == LineReader::Status::too_long) {
           return fail("trailer section larger than " + std::to_string(kMaxTrailerBytes) + " bytes");
         }
+        if (strict() && !lines_.had_cr()) return fail("trailer line does not end in CR LF");
         if (line.empty()) {
           state_ = State::done;
           return Status::done;
         }
+        if (strict() && !valid_trailer_field(line)) return fail("malformed trailer field " + quoted(line));
         trailer_bytes_ += line.size() + 2;
         if (++trailer_fields_ > kMaxTrailerFields) {
           return fail("more than " + std::to_string(kMaxTrailerFields) + " trailer fields");

@@ -31,6 +31,8 @@ class LineReader {
   //             should give up on the stream (or reset()).
   Status next(std::string_view& in, std::size_t max_len, std::string_view& out);
 
+  // Whether the line last returned ended in CR LF (false: a bare LF).
+  [[nodiscard]] bool had_cr() const { return had_cr_; }
   // Bytes of an unfinished line held from earlier pieces.
   [[nodiscard]] std::size_t pending() const { return line_taken_ ? 0 : partial_.size(); }
   void reset() {
@@ -41,11 +43,14 @@ class LineReader {
  private:
   std::string partial_;
   bool line_taken_ = false;  // partial_ holds the line last returned: drop it on the next call
+  bool had_cr_ = false;
 };
 
 // Decodes a chunked body (RFC 9112 7.1): chunk extensions are ignored, trailer fields read and
 // dropped. Stops exactly at the end of the trailer section, so bytes after the body stay with
-// the caller.
+// the caller. Syntax::lenient (answers from a model server) takes bare LF line ends and does not
+// look inside extensions and trailers; Syntax::strict (requests to gpumod) refuses bare LF, a
+// size line that starts with whitespace, malformed extensions and malformed trailer fields.
 class ChunkDecoder {
  public:
   static constexpr std::size_t kMaxSizeLineBytes = 4 * 1024;  // hex size plus extensions
@@ -56,8 +61,11 @@ class ChunkDecoder {
 
   // `max_body_bytes`: a chunk that would take the decoded body past it fails the body, with
   // too_large() set (the server answers 413 then, 400 for the other failures).
-  explicit ChunkDecoder(std::uint64_t max_body_bytes = std::numeric_limits<std::uint64_t>::max())
-      : max_body_bytes_(max_body_bytes) {}
+  enum class Syntax { lenient, strict };
+
+  explicit ChunkDecoder(std::uint64_t max_body_bytes = std::numeric_limits<std::uint64_t>::max(),
+                        Syntax syntax = Syntax::lenient)
+      : max_body_bytes_(max_body_bytes), syntax_(syntax) {}
 
   // Consumes bytes from the front of `in` (advancing it) and appends chunk data to `body`
   // (which the caller may empty between calls). On done, `in` starts right after the body.
@@ -77,8 +85,10 @@ class ChunkDecoder {
  private:
   enum class State { size_line, data, data_cr, data_lf, trailer, done, failed };
   Status fail(std::string message);
+  [[nodiscard]] bool strict() const { return syntax_ == Syntax::strict; }
 
   std::uint64_t max_body_bytes_;
+  Syntax syntax_;
   State state_ = State::size_line;
   LineReader lines_;
   std::uint64_t remaining_ = 0;

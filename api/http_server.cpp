@@ -1,4 +1,5 @@
-// The epoll loop, the HTTP/1.1 parser and the worker pool behind api/http_server.hpp.
+// The epoll loop and the worker pool behind api/http_server.hpp (requests are parsed by
+// api/http_request_parser.hpp).
 #include "api/http_server.hpp"
 
 #include <spdlog/spdlog.h>
@@ -28,7 +29,9 @@
 #include <unordered_map>
 
 #include "api/http_async.hpp"
+#include "api/http_request_parser.hpp"
 #include "api/http_response_parser.hpp"
+#include "api/http_syntax.hpp"
 
 namespace gpumod::api::http {
 
@@ -44,46 +47,6 @@ constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
 constexpr auto kLingerDrain = std::chrono::seconds(2);
 constexpr std::size_t kLingerDrainMaxBytes = std::size_t{16} * 1024 * 1024;
 constexpr auto kPollSlice = std::chrono::milliseconds(100);
-
-bool is_token_char(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != '\0';
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decoding; '+' means a space only in a query. False on a broken escape.
-bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if (c == '%') {
-      if (i + 2 >= in.size()) return false;
-      const int hi = hex_value(in[i + 1]);
-      const int lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // Up to 16 path segments, split on '/' after the leading one ("/" is one empty segment).
 struct Segments {
@@ -121,8 +84,6 @@ void append_hex(std::string& out, std::uint64_t n) {
   out.append(buf.data(), end);
 }
 
-enum class BodyKind { none, length, chunked };
-
 // What an epoll event's data.ptr points to (besides the listening socket and the eventfd).
 struct Pollable {
   enum class Kind { connection, watch };
@@ -143,7 +104,7 @@ struct Watch : Pollable {
 // not touch it (not even the loop-side fields below, except `readable`, which only the loop
 // ever reads or writes).
 struct Connection : Pollable {
-  Connection() : Pollable(Kind::connection) {}
+  explicit Connection(const RequestLimits& limits) : Pollable(Kind::connection), parser(limits) {}
   int fd = -1;
   std::string remote_addr;
 
@@ -169,28 +130,11 @@ struct Connection : Pollable {
   Clock::time_point drain_deadline{};
   Clock::time_point last_activity{};
 
-  // request parse state
-  bool head_done = false;
-  std::size_t head_scan = 0;  // bytes after in_pos already scanned for the end of the head
-  std::size_t head_lines = 0;
-  HttpRequest req;
-  BodyKind body_kind = BodyKind::none;
-  std::uint64_t body_remaining = 0;
-  ChunkDecoder chunks;  // a chunked body (the same decoder as the proxy's for answers)
-  bool expect_continue = false;
+  RequestParser parser;        // the request being read
+  bool continue_sent = false;  // "100 Continue" went out for the request being read
 
   [[nodiscard]] std::size_t pending_output() const { return out.size() - out_pos; }
   [[nodiscard]] std::size_t buffered_input() const { return in.size() - in_pos; }
-  void reset_request() {
-    head_done = false;
-    head_scan = 0;
-    head_lines = 0;
-    req = HttpRequest{};
-    body_kind = BodyKind::none;
-    body_remaining = 0;
-    chunks.reset();
-    expect_continue = false;
-  }
 };
 
 struct Route {
@@ -215,8 +159,8 @@ bool segments_match(const Route& r, const Segments& s) {
 // Whether the answer to `req` leaves the connection open.
 bool wants_keep_alive(const HttpRequest& req) {
   const auto& c = req.header("Connection");
-  if (req.http10) return iequals(trim(c), "keep-alive");
-  return !iequals(trim(c), "close");
+  if (req.http10) return iequals(trim_ows(c), "keep-alive");
+  return !iequals(trim_ows(c), "close");
 }
 
 enum class Framing { length, chunked };
@@ -311,7 +255,11 @@ bool write_all(int fd, std::string_view data, std::chrono::milliseconds timeout,
 // ------------------------------------------------------------------------------------------
 
 struct HttpServer::Loop final : Reactor {
-  explicit Loop(HttpServer& owner) : server(owner), opts(owner.options_) {}
+  explicit Loop(HttpServer& owner)
+      : server(owner),
+        opts(owner.options_),
+        limits{opts.max_line_bytes, opts.max_header_bytes, opts.max_header_count,
+               static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes))} {}
   ~Loop() override {
     if (listen_fd >= 0) ::close(listen_fd);
   }
@@ -320,6 +268,7 @@ struct HttpServer::Loop final : Reactor {
 
   HttpServer& server;
   const HttpServerOptions& opts;
+  const RequestLimits limits;
   std::vector<Route> routes;
   std::function<bool(HttpRequest&, HttpResponse&)> before;
   std::function<void(const HttpRequest&, HttpResponse&)> error_filler;
@@ -645,196 +594,16 @@ struct HttpServer::Loop final : Reactor {
     log_answer(req, res);
   }
 
-  // Answers a request that could not be parsed or is over a limit, and closes afterwards.
-  void answer_error_and_close(Connection& c, int status) {
+  // Answers a request that could not be parsed or is over a limit, and closes afterwards. The
+  // parser's reason goes in the body for the error filler to word.
+  void answer_error_and_close(Connection& c) {
     HttpResponse res;
-    fill_error(c.req, res, status);
+    res.body = c.parser.error();
+    fill_error(c.parser.request(), res, c.parser.status());
     c.close_after_write = true;
-    serialize(res, false, c.req, c.out);
-    log_answer(c.req, res);
-    c.reset_request();
-  }
-
-  // ---------------------------------------------------------------- parsing
-
-  enum class Step { need_more, request_ready, failed };
-
-  // Parses the request head in `head` (without the final empty line). 0 or an error status.
-  int parse_head(Connection& c, std::string_view head) {
-    HttpRequest& req = c.req;
-    auto next_line = [&head]() {
-      const auto nl = head.find('\n');
-      std::string_view line = head.substr(0, nl);
-      head.remove_prefix(nl == std::string_view::npos ? head.size() : nl + 1);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      return line;
-    };
-    // Request line: METHOD SP target SP HTTP/1.x
-    std::string_view line = next_line();
-    const auto sp1 = line.find(' ');
-    if (sp1 == std::string_view::npos || sp1 == 0) return 400;
-    const auto sp2 = line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return 400;
-    const std::string_view method = line.substr(0, sp1);
-    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    const std::string_view version = line.substr(sp2 + 1);
-    if (!std::all_of(method.begin(), method.end(), is_token_char)) return 400;
-    if (version == "HTTP/1.1") {
-      req.http10 = false;
-    } else if (version == "HTTP/1.0") {
-      req.http10 = true;
-    } else {
-      return 400;
-    }
-    req.method = std::string(method);
-    req.target = std::string(target);
-    // absolute-form: keep the path part only
-    if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
-      const auto authority = target.find("//") + 2;
-      const auto slash = target.find('/', authority);
-      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-    }
-    if (target.empty() || target.front() != '/') return 400;
-    if (std::any_of(target.begin(), target.end(),
-                    [](char ch) { return static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f; })) {
-      return 400;
-    }
-    const auto q = target.find('?');
-    if (!percent_decode(target.substr(0, q), false, req.path)) return 400;
-    if (q != std::string_view::npos) {
-      std::string_view query = target.substr(q + 1);
-      const auto hash = query.find('#');
-      if (hash != std::string_view::npos) query = query.substr(0, hash);
-      std::string key;
-      std::string value;
-      while (!query.empty()) {
-        const auto amp = query.find('&');
-        const std::string_view pair = query.substr(0, amp);
-        query.remove_prefix(amp == std::string_view::npos ? query.size() : amp + 1);
-        if (pair.empty()) continue;
-        const auto eq = pair.find('=');
-        if (!percent_decode(pair.substr(0, eq), true, key)) return 400;
-        if (!percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true,
-                            value)) {
-          return 400;
-        }
-        req.query[key] = value;
-      }
-    }
-    // Header fields.
-    std::size_t count = 0;
-    while (!head.empty()) {
-      line = next_line();
-      if (line.empty()) continue;
-      if (line.front() == ' ' || line.front() == '\t') return 400;  // obsolete line folding
-      const auto colon = line.find(':');
-      if (colon == std::string_view::npos || colon == 0) return 400;
-      const std::string_view name = line.substr(0, colon);
-      if (!std::all_of(name.begin(), name.end(), is_token_char)) return 400;
-      if (++count > opts.max_header_count) return 431;
-      req.headers.add(std::string(name), std::string(trim(line.substr(colon + 1))));
-    }
-    // Body framing.
-    const bool has_te = req.has_header("Transfer-Encoding");
-    std::optional<std::uint64_t> length;
-    for (const auto& [k, v] : req.headers) {
-      if (!iequals(k, "Content-Length")) continue;
-      std::uint64_t n = 0;
-      const auto* first = v.data();
-      const auto* last = v.data() + v.size();
-      auto [ptr, ec] = std::from_chars(first, last, n);
-      if (ec != std::errc() || ptr != last || v.empty() || v.size() > 18) return 400;
-      if (length && *length != n) return 400;
-      length = n;
-    }
-    if (has_te) {
-      if (length) return 400;  // both framings: refuse rather than guess (request smuggling)
-      if (!iequals(trim(req.header("Transfer-Encoding")), "chunked")) return 400;
-      c.body_kind = BodyKind::chunked;
-      c.chunks = ChunkDecoder(static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes)));
-    } else if (length && *length > 0) {
-      if (*length > static_cast<std::uint64_t>(std::max<std::int64_t>(0, opts.max_body_bytes))) return 413;
-      c.body_kind = BodyKind::length;
-      c.body_remaining = *length;
-      req.body.reserve(static_cast<std::size_t>(*length));
-    } else {
-      c.body_kind = BodyKind::none;
-    }
-    c.expect_continue =
-        c.body_kind != BodyKind::none && !req.http10 && iequals(trim(req.header("Expect")), "100-continue");
-    return 0;
-  }
-
-  // Finds the end of the head; parses it. Sets `status` on failure.
-  Step step_head(Connection& c, int& status) {
-    for (;;) {
-      const std::size_t from = c.in_pos + c.head_scan;
-      const auto nl = c.in.find('\n', from);
-      if (nl == std::string::npos) {
-        const std::size_t partial = c.in.size() - from;
-        if (c.head_lines == 0 && partial > opts.max_line_bytes) {
-          status = 400;
-          return Step::failed;
-        }
-        if (c.head_scan + partial > opts.max_line_bytes + opts.max_header_bytes) {
-          status = 431;
-          return Step::failed;
-        }
-        return Step::need_more;
-      }
-      std::size_t len = nl - from;
-      if (len > 0 && c.in[nl - 1] == '\r') --len;
-      if (len == 0) {
-        if (c.head_lines == 0) {  // blank lines before a request line are skipped
-          c.in_pos = nl + 1;
-          continue;
-        }
-        const std::string_view head(c.in.data() + c.in_pos, from - c.in_pos);
-        status = parse_head(c, head);
-        c.in_pos = nl + 1;
-        c.head_scan = 0;
-        if (status != 0) return Step::failed;
-        c.head_done = true;
-        return Step::request_ready;
-      }
-      if (c.head_lines == 0 && len > opts.max_line_bytes) {
-        status = 400;
-        return Step::failed;
-      }
-      ++c.head_lines;
-      c.head_scan = nl + 1 - c.in_pos;
-      if (c.head_lines > opts.max_header_count + 1 ||
-          c.head_scan > opts.max_line_bytes + opts.max_header_bytes) {
-        status = 431;
-        return Step::failed;
-      }
-    }
-  }
-
-  // Reads as much of the body as has arrived. Sets `status` on failure.
-  Step step_body(Connection& c, int& status) {
-    if (c.body_kind == BodyKind::length) {
-      const std::size_t take =
-          static_cast<std::size_t>(std::min<std::uint64_t>(c.body_remaining, c.buffered_input()));
-      c.req.body.append(c.in, c.in_pos, take);
-      c.in_pos += take;
-      c.body_remaining -= take;
-      return c.body_remaining == 0 ? Step::request_ready : Step::need_more;
-    }
-    if (c.body_kind != BodyKind::chunked) return Step::request_ready;
-    std::string_view rest(c.in.data() + c.in_pos, c.buffered_input());
-    const auto st = c.chunks.decode(rest, c.req.body);
-    c.in_pos = static_cast<std::size_t>(rest.data() - c.in.data());
-    switch (st) {
-      case ChunkDecoder::Status::need_more:
-        return Step::need_more;
-      case ChunkDecoder::Status::done:
-        return Step::request_ready;
-      case ChunkDecoder::Status::failed:
-        break;
-    }
-    status = c.chunks.too_large() ? 413 : 400;
-    return Step::failed;
+    serialize(res, false, c.parser.request(), c.out);
+    log_answer(c.parser.request(), res);
+    c.parser.reset();
   }
 
   // Parses and answers the complete requests buffered on `c`, in order, until one goes to a
@@ -843,24 +612,25 @@ struct HttpServer::Loop final : Reactor {
     bool any = false;
     while (!c.in_worker && !c.parked && !c.closed && !c.close_after_write &&
            c.pending_output() < kMaxOutputBacklog) {
-      int status = 0;
-      if (!c.head_done) {
-        const Step s = step_head(c, status);
-        if (s == Step::need_more) break;
-        if (s == Step::failed) {
-          answer_error_and_close(c, status);
-          return true;
+      std::string_view rest(c.in.data() + c.in_pos, c.buffered_input());
+      const std::size_t before = rest.size();
+      const auto result = c.parser.parse(rest);
+      c.in_pos += before - rest.size();
+      if (result == RequestParser::Result::need_more) {
+        if (c.parser.head_complete() && c.parser.expects_continue() && !c.continue_sent &&
+            c.buffered_input() == 0 && c.parser.request().body.empty()) {
+          c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+          c.continue_sent = true;
         }
-        if (c.expect_continue && c.buffered_input() == 0) c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+        break;
       }
-      const Step s = step_body(c, status);
-      if (s == Step::need_more) break;
-      if (s == Step::failed) {
-        answer_error_and_close(c, status);
+      if (result == RequestParser::Result::failed) {
+        answer_error_and_close(c);
         return true;
       }
-      HttpRequest req = std::move(c.req);
-      c.reset_request();
+      HttpRequest req = std::move(c.parser.request());
+      c.parser.reset();
+      c.continue_sent = false;
       req.remote_addr = c.remote_addr;
       dispatch(c, std::move(req));
       any = true;
@@ -1197,7 +967,7 @@ struct HttpServer::Loop final : Reactor {
       }
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      auto conn = std::make_unique<Connection>();
+      auto conn = std::make_unique<Connection>(limits);
       conn->fd = fd;
       conn->last_activity = now;
       std::array<char, INET6_ADDRSTRLEN> host{};

@@ -7,16 +7,13 @@
 //   * Non-blocking sockets, edge-triggered epoll, TCP_NODELAY on every accepted socket, listen
 //     backlog SOMAXCONN, keep-alive (HTTP/1.1 default; HTTP/1.0 only on "Connection:
 //     keep-alive"), "Connection: close", pipelined requests answered in order.
-//   * Request bodies by Content-Length or chunked; neither means an empty body (RFC 9112 6.3:
-//     what `curl -X POST URL` sends). "Expect: 100-continue" is answered. A body over
-//     max_body_bytes gets 413 as soon as that is known (from Content-Length, before any of the
-//     body is read; while de-chunking otherwise) and the connection is closed after the answer.
-//     Chunked bodies go through ChunkDecoder (api/http_response_parser.hpp, shared with the
-//     proxy's reading of answers): a size line over 4 KiB, trailers over 64 KiB or 100 fields,
-//     or bad framing -> 400; trailer fields are dropped.
-//   * Limits: request line (max_line_bytes) -> 400 (414 is not used), header block
-//     (max_header_bytes or max_header_count) -> 431; malformed syntax -> 400; those close the
-//     connection. A connection idle (or stuck mid-request, or not reading its answers) for
+//   * Requests are read by the strict parser (api/http_request_parser.hpp), which says what it
+//     refuses and with which status (400, 413, 431, 501, 505); a refused request is answered
+//     with the parser's reason and the connection is closed. Bodies by Content-Length or
+//     chunked; neither means an empty body (RFC 9112 6.3: what `curl -X POST URL` sends).
+//     "Expect: 100-continue" is answered. A body over max_body_bytes gets 413 as soon as that
+//     is known (from Content-Length, before any of the body is read; while de-chunking
+//     otherwise). A connection idle (or stuck mid-request, or not reading its answers) for
 //     idle_timeout is closed.
 //   * Writes use MSG_NOSIGNAL, so a peer that went away never raises SIGPIPE.
 //

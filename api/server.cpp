@@ -551,9 +551,14 @@ struct ApiServer::Impl {
         send_error(res, 431, "the request's header fields are too large (at most 64 KiB and 100 fields)");
         return;
       case 400:
-        send_error(res, 400,
-                   "malformed HTTP/1.1 request (request line, header field or chunked body); the connection "
-                   "is closed");
+      case 501:
+      case 505:
+        // The transport's parser says what is wrong in the body (api/http_request_parser.hpp);
+        // any input it quotes is escaped already.
+        send_error(
+            res, res.status,
+            "malformed HTTP/1.1 request: " + (res.body.empty() ? std::string("bad syntax") : res.body) +
+                "; the connection is closed");
         return;
       case 500:
         send_error(res, 500, "internal error in gpumod: " + (res.body.empty() ? "unknown" : res.body));

@@ -329,9 +329,10 @@ TEST(HttpServer, AnOversizedChunkedBodyIs413) {
 
 TEST(HttpServer, AMalformedRequestLineIs400AndClosesTheConnection) {
   Server server;
-  for (const char* bad : {"GARBAGE\r\n\r\n", "GET /echo HTTP/9.9\r\n\r\n", "GET nopath HTTP/1.1\r\n\r\n",
-                          "GET /echo HTTP/1.1\r\nno colon here\r\n\r\n",
-                          "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
+  for (const char* bad :
+       {"GARBAGE\r\n\r\n", "GET /echo HTTP/1.x\r\nHost: t\r\n\r\n", "GET nopath HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
     Raw c(server.port());
     ASSERT_TRUE(c.send(bad));
     auto r = c.reply();
@@ -342,6 +343,49 @@ TEST(HttpServer, AMalformedRequestLineIs400AndClosesTheConnection) {
   }
 }
 
+// The requests the hardening issue found served as if fine: each is refused before any handler
+// runs (so nothing of it can be forwarded by the proxy), with the reason, and the connection
+// closes.
+TEST(HttpServer, StrictParsingRefusesBadHeadersBeforeAnyHandlerRuns) {
+  std::atomic<int> handled{0};
+  Server server({}, [&](HttpServer& s) {
+    s.route("GET", "/count", HandlerKind::inline_, [&](HttpRequest&, HttpResponse& res) {
+      ++handled;
+      res.set_content("counted", "text/plain");
+    });
+  });
+  struct Bad {
+    std::string wire;
+    int status;
+  };
+  using namespace std::string_literals;
+  const std::vector<Bad> bads = {
+      {"GET /count HTTP/1.1\r\nAccept: */*\r\n\r\n", 400},               // no Host
+      {"GET /count HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},        // two Hosts
+      {"GET /count HTTP/1.1\r\nHost: t\r\nAccept: a\0b\r\n\r\n"s, 400},  // NUL in a value
+      {"GET /count HTTP/1.1\r\nHost: t\r\nAccept: a\rb\r\n\r\n", 400},   // bare CR in a value
+      {"GET /count HTTP/1.1\r\nHost: t\r\nX-Name: \xff\r\n\r\n", 400},   // invalid UTF-8
+      {"GET /count HTTP/2.0\r\nHost: t\r\n\r\n", 505},                   // unsupported version
+      {"POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+  };
+  for (const auto& bad : bads) {
+    Raw c(server.port());
+    ASSERT_TRUE(c.send(bad.wire));
+    auto r = c.reply();
+    ASSERT_TRUE(r) << bad.wire;
+    EXPECT_EQ(r->status, bad.status) << bad.wire;
+    EXPECT_NE(r->head.find("Connection: close"), std::string::npos) << bad.wire;
+    EXPECT_TRUE(c.closed_by_server()) << bad.wire;
+  }
+  EXPECT_EQ(handled.load(), 0);
+  Raw ok(server.port());
+  ASSERT_TRUE(ok.send("GET /count HTTP/1.1\r\nHost: t\r\nAccept: */*\r\n\r\n"));
+  auto r = ok.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(handled.load(), 1);
+}
+
 TEST(HttpServer, OversizedHeadersAre431AndAnOverlongRequestLineIs400) {
   HttpServerOptions opts;
   opts.max_header_bytes = 1024;
@@ -349,14 +393,14 @@ TEST(HttpServer, OversizedHeadersAre431AndAnOverlongRequestLineIs400) {
   Server server(opts);
   {
     Raw c(server.port());
-    ASSERT_TRUE(c.send("GET /echo HTTP/1.1\r\nX-Big: " + std::string(2000, 'x') + "\r\n\r\n"));
+    ASSERT_TRUE(c.send("GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(2000, 'x') + "\r\n\r\n"));
     auto r = c.reply();
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 431);
   }
   {
     Raw c(server.port());
-    ASSERT_TRUE(c.send("GET /echo?n=" + std::string(1000, 'x') + " HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(c.send("GET /echo?n=" + std::string(1000, 'x') + " HTTP/1.1\r\nHost: t\r\n\r\n"));
     auto r = c.reply();
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 400);
@@ -392,7 +436,7 @@ TEST(HttpServer, Http10GetsItsAnswerAndTheConnectionCloses) {
 TEST(HttpServer, ConnectionCloseIsHonoured) {
   Server server;
   Raw c(server.port());
-  ASSERT_TRUE(c.send("GET /slow?n=1 HTTP/1.1\r\nConnection: close\r\n\r\n"));
+  ASSERT_TRUE(c.send("GET /slow?n=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
   auto r = c.reply();
   ASSERT_TRUE(r);
   EXPECT_NE(r->head.find("Connection: close"), std::string::npos);
@@ -402,7 +446,7 @@ TEST(HttpServer, ConnectionCloseIsHonoured) {
 TEST(HttpServer, ExpectContinueIsAnswered) {
   Server server;
   Raw c(server.port());
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"));
   auto cont = c.line();
   ASSERT_TRUE(cont);
   EXPECT_EQ(*cont, "HTTP/1.1 100 Continue");
@@ -427,20 +471,20 @@ TEST(HttpServer, IdleKeepAliveConnectionsAndBusyWorkersDoNotDelayHealthz) {
   std::vector<std::unique_ptr<Raw>> idle;
   for (int i = 0; i < 8; ++i) {
     idle.push_back(std::make_unique<Raw>(server.port()));
-    ASSERT_TRUE(idle.back()->send("GET /echo?n=x HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(idle.back()->send("GET /echo?n=x HTTP/1.1\r\nHost: t\r\n\r\n"));
     ASSERT_TRUE(idle.back()->reply());
   }
   // ... and both workers held by requests that wait.
   std::vector<std::unique_ptr<Raw>> holders;
   for (int i = 0; i < 2; ++i) {
     holders.push_back(std::make_unique<Raw>(server.port()));
-    ASSERT_TRUE(holders.back()->send("GET /hold HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(holders.back()->send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n"));
   }
   auto health = server.client()->Get("/healthz");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->body, "ok");
   // The idle connections still work.
-  ASSERT_TRUE(idle[3]->send("GET /echo?n=again HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(idle[3]->send("GET /echo?n=again HTTP/1.1\r\nHost: t\r\n\r\n"));
   auto again = idle[3]->reply();
   ASSERT_TRUE(again);
   EXPECT_EQ(again->body, "again");
@@ -488,26 +532,27 @@ TEST(HttpServer, AStreamIsChunkedAndAClientThatHangsUpStopsTheProducer) {
   });
   {
     Raw c(server.port());
-    ASSERT_TRUE(c.send("GET /stream?n=3 HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(c.send("GET /stream?n=3 HTTP/1.1\r\nHost: t\r\n\r\n"));
     auto r = c.reply();
     ASSERT_TRUE(r);
     EXPECT_NE(r->head.find("Transfer-Encoding: chunked"), std::string::npos);
     EXPECT_EQ(r->body, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
-    ASSERT_TRUE(c.send("GET /echo?n=next HTTP/1.1\r\n\r\n"));  // the connection is reusable after a stream
+    ASSERT_TRUE(
+        c.send("GET /echo?n=next HTTP/1.1\r\nHost: t\r\n\r\n"));  // the connection is reusable after a stream
     auto next = c.reply();
     ASSERT_TRUE(next);
     EXPECT_EQ(next->body, "next");
   }
   {
     Raw c(server.port());
-    ASSERT_TRUE(c.send("GET /stream?n=-1 HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(c.send("GET /stream?n=-1 HTTP/1.1\r\nHost: t\r\n\r\n"));
     ASSERT_TRUE(c.line());  // the status line: the stream runs
     c.close();
     EXPECT_TRUE(eventually([&] { return producer_stopped.load(); }));
   }
   {
     Raw c(server.port());
-    ASSERT_TRUE(c.send("GET /quiet HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(c.send("GET /quiet HTTP/1.1\r\nHost: t\r\n\r\n"));
     ASSERT_TRUE(c.line());
     c.close();
     EXPECT_TRUE(eventually([&] { return idle_producer_noticed.load(); }));
@@ -532,15 +577,15 @@ TEST(HttpServer, StopReturnsWithIdleAndBusyConnectionsOpen) {
   std::vector<std::unique_ptr<Raw>> idle;
   for (int i = 0; i < 4; ++i) {
     idle.push_back(std::make_unique<Raw>(server.port()));
-    ASSERT_TRUE(idle.back()->send("GET /echo?n=x HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(idle.back()->send("GET /echo?n=x HTTP/1.1\r\nHost: t\r\n\r\n"));
     ASSERT_TRUE(idle.back()->reply());
   }
   Raw half(server.port());
   ASSERT_TRUE(half.send("GET /echo?n=x HTTP/1.1\r\nHost:"));  // stuck mid-request
   Raw busy(server.port());
-  ASSERT_TRUE(busy.send("GET /busy HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(busy.send("GET /busy HTTP/1.1\r\nHost: t\r\n\r\n"));
   Raw queued(server.port());
-  ASSERT_TRUE(queued.send("GET /busy HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(queued.send("GET /busy HTTP/1.1\r\nHost: t\r\n\r\n"));
   ASSERT_TRUE(eventually([&] { return handler_running.load(); }));
   server.stop_and_join();  // must return (the test's timeout catches a hang)
   EXPECT_TRUE(handler_saw_stop.load());
