@@ -36,6 +36,9 @@ inline std::string request_id_of(const HttpResponse& res) {
   return res.header(kRequestIdHeader);
 }
 
+// JSON text for the wire. Never throws: a string that is not UTF-8 (a backend's message, say;
+// parsed request input is checked before it gets this far) is sent with U+FFFD in its place.
+std::string to_wire(const nlohmann::json& body);
 void send_json(HttpResponse& res, int status, const nlohmann::json& body);
 // The one error shape; adds Retry-After for 503 (retry_after_s, at least 1).
 void send_error(HttpResponse& res, int status, const std::string& message, int retry_after_s = 0);

@@ -281,12 +281,12 @@ class Proxy {
   // body is refused.
   std::optional<Pending> prepare(const HttpRequest& req, HttpResponse& res) {
     Pending p;
-    try {
-      p.body = json::parse(req.body);
-    } catch (const json::parse_error& e) {
-      send_error(res, 400, std::string("the request body is not valid JSON: ") + e.what());
+    auto parsed = parse_json_body(req.body);
+    if (!parsed) {
+      send_error(res, 400, parsed.error());
       return std::nullopt;
     }
+    p.body = std::move(*parsed);
     json& body = p.body;
     if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
       send_error(res, 400, "the request body must be a JSON object with a string field 'model'");
@@ -377,7 +377,7 @@ class Proxy {
     UpstreamCall::Request up;
     up.address = std::move(*address);
     up.path = req.path;
-    up.body = rewrite_model(p.body, p.model, *p.preset) ? p.body.dump() : req.body;
+    up.body = rewrite_model(p.body, p.model, *p.preset) ? to_wire(p.body) : req.body;
     up.headers.add("Content-Type", "application/json");
     up.headers.add(kRequestIdHeader, request_id_of(res));
     if (req.has_header("Accept")) up.headers.add("Accept", req.header("Accept"));

@@ -25,9 +25,13 @@ namespace gpumod::api {
 using nlohmann::json;
 using std::chrono::milliseconds;
 
+std::string to_wire(const json& body) {
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 void send_json(HttpResponse& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(to_wire(body), "application/json");
 }
 
 void send_error(HttpResponse& res, int status, const std::string& message, int retry_after_s) {
@@ -377,7 +381,7 @@ class Handlers {
                  result.message.empty() ? action_name + " of '" + id + "' failed" : result.message);
       auto err = json::parse(res.body);
       body["error"] = err["error"];
-      res.set_content(body.dump(), "application/json");
+      res.set_content(to_wire(body), "application/json");
       return;
     }
     send_json(res, 200, body);
@@ -422,7 +426,7 @@ class Handlers {
       if (!result.errors.empty()) message += ": " + name_list(result.errors, 5);
       send_error(res, code, message);
       body["error"] = json::parse(res.body)["error"];
-      res.set_content(body.dump(), "application/json");
+      res.set_content(to_wire(body), "application/json");
       return;
     }
     send_json(res, 200, body);
@@ -441,7 +445,7 @@ class Handlers {
       // The new config was refused; the running one stays.
       send_error(res, 422, "reload refused, the running config stays: " + result.message);
       body["error"] = json::parse(res.body)["error"];
-      res.set_content(body.dump(), "application/json");
+      res.set_content(to_wire(body), "application/json");
       return;
     }
     send_json(res, 200, body);

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "api/http_syntax.hpp"
+
 namespace gpumod::api {
 
 namespace {
@@ -85,15 +87,60 @@ std::string generate_request_id() {
   return id;
 }
 
-Result<RequestBody> parse_request_body(std::string_view body) {
-  nlohmann::json doc;
+namespace {
+
+// The deepest nesting of arrays and objects in `body`, counted outside strings; stops counting
+// past `limit`.
+std::size_t json_depth(std::string_view body, std::size_t limit) {
+  std::size_t depth = 0;
+  std::size_t deepest = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+}  // namespace
+
+Result<nlohmann::json> parse_json_body(std::string_view body) {
+  if (body.empty())
+    return make_error("the request body is empty; send a JSON object such as {\"model\": \"NAME\"}");
+  if (const auto bad = http::utf8_error_offset(body)) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    const auto byte = static_cast<unsigned char>(body[*bad]);
+    return make_error("the request body is not valid UTF-8: byte 0x" +
+                      std::string{kHex[byte >> 4], kHex[byte & 0xF]} + " at offset " + std::to_string(*bad));
+  }
+  if (json_depth(body, kMaxJsonDepth) > kMaxJsonDepth) {
+    return make_error("the request body nests arrays or objects more than " + std::to_string(kMaxJsonDepth) +
+                      " levels deep");
+  }
   try {
-    doc = nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
-    if (body.empty())
-      return make_error("the request body is empty; send a JSON object such as {\"model\": \"NAME\"}");
+    return nlohmann::json::parse(body);
+  } catch (const nlohmann::json::exception& e) {
     return make_error(std::string("the request body is not valid JSON: ") + e.what());
   }
+}
+
+Result<RequestBody> parse_request_body(std::string_view body) {
+  auto parsed = parse_json_body(body);
+  if (!parsed) return make_error(parsed.error());
+  const nlohmann::json& doc = *parsed;
   if (!doc.is_object()) {
     return make_error(
         std::string("the request body must be a JSON object such as {\"model\": \"NAME\"}, got ") +

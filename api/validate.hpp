@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,6 +24,13 @@ std::string name_problem(std::string_view what, std::string_view name);
 // one is generated.
 bool acceptable_request_id(std::string_view id);
 std::string generate_request_id();
+
+// Any JSON request body (POST /request, the /v1 calls): well-formed UTF-8 (400 names the first
+// bad byte's offset otherwise), nested at most kMaxJsonDepth deep (so nothing that walks it
+// recursively can run out of stack), then parsed. Errors are messages for a person; no
+// exception leaves.
+inline constexpr std::size_t kMaxJsonDepth = 128;
+Result<nlohmann::json> parse_json_body(std::string_view body);
 
 // The body of POST /request.
 struct RequestBody {

@@ -127,5 +127,23 @@ TEST(Tokens, BearerHeaderParsing) {
   EXPECT_FALSE(bearer_token("").has_value());
 }
 
+TEST(JsonBody, RefusesInvalidUtf8AndDeepNestingWithTheReason) {
+  auto bad = parse_json_body(
+      "{\"model\":\"a\xff"
+      "b\"}");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("not valid UTF-8: byte 0xff at offset 11"), std::string::npos) << bad.error();
+  const std::string deep = "{\"x\":" + std::string(200, '[') + std::string(200, ']') + "}";
+  auto nested = parse_json_body(deep);
+  ASSERT_FALSE(nested.ok());
+  EXPECT_NE(nested.error().find("more than 128 levels"), std::string::npos) << nested.error();
+  // Brackets inside strings are not nesting.
+  const std::string in_string = "{\"x\":\"" + std::string(200, '[') + "\\\"\"}";
+  EXPECT_TRUE(parse_json_body(in_string).ok()) << parse_json_body(in_string).error();
+  EXPECT_TRUE(parse_json_body("{\"model\":\"caf\xc3\xa9\"}").ok());
+  EXPECT_FALSE(parse_json_body("").ok());
+  EXPECT_FALSE(parse_json_body("{\"a\":").ok());
+}
+
 }  // namespace
 }  // namespace gpumod::api

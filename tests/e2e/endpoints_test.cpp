@@ -10,6 +10,7 @@
 
 #include "tests/e2e/daemon_fixture.hpp"
 #include "tests/e2e/e2e_helpers.hpp"
+#include "tests/support/raw_http.hpp"
 
 namespace gpumod::e2e {
 namespace {
@@ -327,6 +328,71 @@ TEST_F(Endpoints, CliDrivesTheDaemon) {
   auto from_env = run_command("GPUMOD_URL=" + d.url() + " " + kGpumodBin + " service list");
   EXPECT_EQ(from_env.exit_code, 0) << from_env.output;
   EXPECT_NE(from_env.output.find("chat"), std::string::npos) << from_env.output;
+}
+
+// No input is a 500: invalid UTF-8 in a body, a path, a query or a header, sent to every
+// endpoint that takes one, gets a 400 whose JSON error says what is wrong (and parses: any
+// input it echoes is escaped). Sent raw, as an attacker would, not through a client that might
+// encode it.
+TEST_F(Endpoints, InvalidUtf8AnywhereIs400WithAReadableErrorNeverA500) {
+  Daemon d(config_dir(), state_dir());
+  ASSERT_TRUE(d.started());
+  auto exchange = [&](const std::string& method, const std::string& target, const std::string& extra_headers,
+                      const std::string& body) {
+    gpumod::testing::Raw c(d.port());
+    const std::string wire = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers +
+                             "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    EXPECT_TRUE(c.send(wire));
+    return c.reply();
+  };
+  const std::string bad = "\xff\xfe";
+  struct Case {
+    std::string method, target, headers, body;
+  };
+  const std::vector<Case> cases = {
+      {"POST", "/request", "", "{\"model\":\"" + bad + "\"}"},
+      {"POST", "/request", "", "{\"model\":\"chat\",\"" + bad + "\":1}"},
+      {"POST", "/request", "", "{\"model\":\"chat\"}" + bad},
+      {"POST", "/v1/chat/completions", "",
+       "{\"model\":\"chat\",\"messages\":[{\"role\":\"user\",\"content\":\"" + bad + "\"}]}"},
+      {"POST", "/v1/completions", "", "{\"model\":\"chat\",\"prompt\":\"" + bad + "\"}"},
+      {"POST", "/v1/embeddings", "", "{\"model\":\"embed\",\"input\":\"" + bad + "\"}"},
+      {"POST", "/v1/chat/completions", "", "{\"model\":\"" + bad + "\"}"},
+      {"GET", "/requests/%ff%fe", "", ""},
+      {"DELETE", "/requests/%ff%fe", "", ""},
+      {"GET", "/services/%ff%fe", "", ""},
+      {"GET", "/services/%ff%fe/unit", "", ""},
+      {"POST", "/services/%ff%fe/start", "", ""},
+      {"POST", "/services/%ff%fe/stop", "", ""},
+      {"POST", "/services/%ff%fe/sleep", "", ""},
+      {"POST", "/services/%ff%fe/wake", "", ""},
+      {"POST", "/modes/%ff%fe/switch", "", ""},
+      {"GET", "/plan?model=%ff%fe", "", ""},
+      {"GET", "/status", "X-Request-Id: " + bad + "\r\n", ""},
+      {"GET", "/status", "Authorization: Bearer " + bad + "\r\n", ""},
+      {"POST", "/v1/chat/completions", "Accept: " + bad + "\r\n", "{\"model\":\"chat\"}"},
+      {"GET", "/services/" + bad, "", ""},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.method + " " + c.target + " " + c.headers);
+    auto r = exchange(c.method, c.target, c.headers, c.body);
+    ASSERT_TRUE(r) << "no answer";
+    EXPECT_EQ(r->status, 400) << r->body;
+    const auto j = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r->body;
+    const std::string message = j["error"].value("message", "");
+    EXPECT_TRUE(message.find("UTF-8") != std::string::npos ||
+                message.find("characters outside") != std::string::npos ||
+                message.find("non-ASCII") != std::string::npos)
+        << message;
+  }
+  // A valid but unusual name is echoed back escaped, and the daemon is still fine.
+  auto accented = exchange("GET", "/services/caf%C3%A9%22%5C", "", "");
+  ASSERT_TRUE(accented);
+  EXPECT_EQ(accented->status, 400) << accented->body;
+  EXPECT_TRUE(json::parse(accented->body, nullptr, false).is_object()) << accented->body;
+  EXPECT_EQ(d.get("/healthz").status, 200);
+  EXPECT_EQ(d.log().find("-> 500"), std::string::npos) << d.log();
 }
 
 }  // namespace
