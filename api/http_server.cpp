@@ -42,10 +42,13 @@ using Clock = std::chrono::steady_clock;
 // Stop taking new requests off a connection whose answers pile up unread.
 constexpr std::size_t kMaxOutputBacklog = std::size_t{1024} * 1024;
 constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
-// After an answer that closes the connection, what the client still sends is read and dropped
-// for this long, so the close does not turn into a reset that destroys the answer in flight.
-constexpr auto kLingerDrain = std::chrono::seconds(2);
-constexpr std::size_t kLingerDrainMaxBytes = std::size_t{16} * 1024 * 1024;
+// Lingering close: after an answer that closes the connection (a 413 for a 20 MB body, say),
+// what the client still sends is read and dropped, so the close does not become a reset that
+// destroys the answer before the client reads it (Python's http.client and Node's fetch write
+// the whole body first). Bounded by time rather than bytes, as nginx's lingering_time and
+// lingering_timeout are: until the client is silent for kLingerSilence, at most kLingerMax.
+constexpr auto kLingerSilence = std::chrono::seconds(2);
+constexpr auto kLingerMax = std::chrono::seconds(30);
 constexpr auto kPollSlice = std::chrono::milliseconds(100);
 
 // Up to 16 path segments, split on '/' after the leading one ("/" is one empty segment).
@@ -126,8 +129,8 @@ struct Connection : Pollable {
   bool hangup_seen = false;  // an event reported EPOLLRDHUP / EPOLLHUP / EPOLLERR
   bool peer_closed = false;
   bool draining = false;
-  std::size_t drained_bytes = 0;
-  Clock::time_point drain_deadline{};
+  Clock::time_point drain_deadline{};  // closed then, unless more arrives before (kLingerSilence)
+  Clock::time_point drain_end{};       // closed then at the latest (kLingerMax)
   Clock::time_point last_activity{};
 
   RequestParser parser;        // the request being read
@@ -841,7 +844,7 @@ struct HttpServer::Loop final : Reactor {
   }
 
   // Sends what is queued without blocking. After the last byte of a closing answer: half-close
-  // and drain (see kLingerDrain).
+  // and drain (see kLingerSilence).
   void flush(Connection& c, Clock::time_point now) {
     while (c.pending_output() > 0) {
       const ssize_t n = ::send(c.fd, c.out.data() + c.out_pos, c.pending_output(), MSG_NOSIGNAL);
@@ -860,7 +863,8 @@ struct HttpServer::Loop final : Reactor {
     if (c.close_after_write && !c.draining) {
       ::shutdown(c.fd, SHUT_WR);
       c.draining = true;
-      c.drain_deadline = now + kLingerDrain;
+      c.drain_end = now + kLingerMax;
+      c.drain_deadline = now + kLingerSilence;
     }
   }
 
@@ -875,11 +879,7 @@ struct HttpServer::Loop final : Reactor {
       if (n > 0) {
         c.last_activity = now;
         if (c.draining) {
-          c.drained_bytes += static_cast<std::size_t>(n);
-          if (c.drained_bytes > kLingerDrainMaxBytes) {
-            close_connection(c);
-            return false;
-          }
+          c.drain_deadline = std::min(now + kLingerSilence, c.drain_end);
         } else {
           c.in.append(buf.data(), static_cast<std::size_t>(n));
         }
