@@ -258,11 +258,16 @@ struct SchedulerCore::Impl {
   const config::PolicySettings& policy() const { return cfg->daemon.policy; }
   Bytes headroom() const { return policy().headroom_mb * kMiB; }
 
+  // The configured services and modes get their series (at 0 where new; removed where gone).
   void register_services() {
     if (metrics == nullptr) return;
     std::vector<std::string> ids;
     for (const auto& [id, s] : svcs) ids.push_back(id);
     metrics->set_services(ids);
+    std::vector<std::string> mode_ids;
+    mode_ids.reserve(cfg->modes.size());
+    for (const auto& m : cfg->modes) mode_ids.push_back(m.id);
+    metrics->set_modes(mode_ids);
     for (const auto& [id, s] : svcs) {
       metrics->set_service_state(id, policy::to_string(s.state));
       metrics->set_service_vram(id, s.preset->vram_mb * kMiB, s.measured);
