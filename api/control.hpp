@@ -40,6 +40,8 @@ class Control {
   // --- reads ---
   [[nodiscard]] virtual std::shared_ptr<const scheduler::Snapshot> snapshot() const = 0;
   [[nodiscard]] virtual std::shared_ptr<const config::Config> config() const = 0;
+  // Whether the scheduler thread still turns (GET /healthz).
+  [[nodiscard]] virtual scheduler::LoopHealth loop_health() const = 0;
   // The systemd unit file gpumod would install for a service (GET /services/{id}/unit).
   [[nodiscard]] virtual Result<std::string> unit_file(const std::string& service_id) const = 0;
   // Prometheus text exposition 0.0.4.

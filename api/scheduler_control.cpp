@@ -43,6 +43,7 @@ class SchedulerControl final : public Control {
     return scheduler_.snapshot();
   }
   [[nodiscard]] std::shared_ptr<const config::Config> config() const override { return scheduler_.config(); }
+  [[nodiscard]] scheduler::LoopHealth loop_health() const override { return scheduler_.loop_health(); }
 
   [[nodiscard]] Result<std::string> unit_file(const std::string& service_id) const override {
     auto cfg = scheduler_.config();

@@ -169,9 +169,8 @@ class Handlers {
     s.route("GET", "/", HandlerKind::inline_, [](HttpRequest&, HttpResponse& res) {
       res.set_content(landing_page(), "text/html; charset=utf-8");
     });
-    s.route("GET", "/healthz", HandlerKind::inline_, [](HttpRequest&, HttpResponse& res) {
-      res.set_content(R"({"status":"ok"})", "application/json");
-    });
+    s.route("GET", "/healthz", HandlerKind::inline_,
+            [this](HttpRequest&, HttpResponse& res) { healthz(res); });
     s.route("GET", "/metrics", HandlerKind::blocking, [this](HttpRequest&, HttpResponse& res) {
       res.set_content(ctx_.control->render_metrics(), "text/plain; version=0.0.4; charset=utf-8");
     });
@@ -211,6 +210,26 @@ class Handlers {
     auto cfg = ctx_.control->config();
     if (!cfg) cfg = std::make_shared<const config::Config>();
     return cfg;
+  }
+
+  // Healthy while the scheduler loop turns: a daemon whose scheduler is stuck must not look
+  // alive to a load balancer or an orchestrator (the watchdog in serve follows the same rule).
+  void healthz(HttpResponse& res) {
+    const scheduler::LoopHealth h = ctx_.control->loop_health();
+    if (!h.stalled) {
+      res.set_content(R"({"status":"ok"})", "application/json");
+      return;
+    }
+    const auto seconds = [](std::chrono::milliseconds ms) {
+      return std::to_string(ms.count() / 1000.0).substr(0, 5);
+    };
+    send_error(
+        res, 503,
+        "the scheduler loop has not turned for " + seconds(h.since_last_turn) + " s (policy.stall_timeout " +
+            seconds(h.stall_timeout) + " s)" +
+            (h.in_flight.empty() ? std::string()
+                                 : "; stuck in '" + h.in_flight + "' for " + seconds(h.in_flight_for) + " s"),
+        5);
   }
 
   void status(HttpResponse& res) {

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -180,6 +181,32 @@ std::string gpu_summary(const scheduler::Snapshot& snap) {
   return s;
 }
 
+// Fault injection for the end-to-end tests: GPUMOD_FAULT_STALL="STEP:SECONDS" makes the
+// scheduler thread sleep SECONDS every time it begins a step named STEP ("mode switch", ...),
+// as a stuck backend call would. Unset in normal use; a malformed value is ignored with a
+// warning.
+std::function<void(const char*)> stall_fault_from_env() {
+  const char* spec = std::getenv("GPUMOD_FAULT_STALL");
+  if (spec == nullptr || *spec == '\0') return nullptr;
+  const std::string text = spec;
+  const auto colon = text.rfind(':');
+  double seconds = 0;
+  try {
+    if (colon != std::string::npos) seconds = std::stod(text.substr(colon + 1));
+  } catch (const std::exception&) {
+    seconds = 0;
+  }
+  if (colon == std::string::npos || colon == 0 || seconds <= 0) {
+    spdlog::warn("GPUMOD_FAULT_STALL='{}' ignored: expected STEP:SECONDS", text);
+    return nullptr;
+  }
+  spdlog::warn("fault injection: the scheduler thread will sleep {} s at every '{}'", seconds,
+               text.substr(0, colon));
+  return [step = text.substr(0, colon), seconds](const char* what) {
+    if (step == what) std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  };
+}
+
 }  // namespace
 
 int run_serve(const std::vector<std::string>& args) {
@@ -256,6 +283,7 @@ int run_serve(const std::vector<std::string>& args) {
     return spec;
   };
   deps.load_config = [opts]() { return load_config(opts); };
+  deps.before_step = stall_fault_from_env();
 
   scheduler::Scheduler sched(std::move(cfg), deps);
   sched.start();
@@ -303,22 +331,39 @@ int run_serve(const std::vector<std::string>& args) {
     }
   });
 
-  // systemd: READY once we answer; watchdog pings while the scheduler keeps publishing.
+  // The scheduler's heartbeat, watched: while the loop turns, systemd's watchdog (when the unit
+  // has WatchdogSec=) is pinged; once it has not turned for policy.stall_timeout the pings stop,
+  // so systemd restarts the daemon and the next one adopts the running services. The log says
+  // which step was stuck. /healthz follows the same LoopHealth.
   std::mutex wd_mu;
   std::condition_variable wd_cv;
-  std::thread watchdog_thread;
   std::uint64_t watchdog_usec = 0;
-  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
-    watchdog_thread = std::thread([&] {
-      const auto interval = std::chrono::microseconds(watchdog_usec / 2);
-      std::unique_lock lock(wd_mu);
-      while (!stopping) {
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  std::thread watchdog_thread([&] {
+    const auto interval = std::min<std::chrono::microseconds>(
+        std::chrono::seconds(1), std::chrono::microseconds(watchdog ? watchdog_usec / 2 : 1000000));
+    bool was_stalled = false;
+    std::unique_lock lock(wd_mu);
+    while (!stopping) {
+      const scheduler::LoopHealth h = sched.loop_health();
+      if (h.stalled && !was_stalled) {
+        spdlog::error(
+            "scheduler loop stalled: no turn for {} ms (policy.stall_timeout {} ms), stuck in '{}' for {} "
+            "ms; "
+            "/healthz answers 503{}",
+            h.since_last_turn.count(), h.stall_timeout.count(), h.in_flight.empty() ? "?" : h.in_flight,
+            h.in_flight_for.count(), watchdog ? " and the systemd watchdog is no longer pinged" : "");
+      } else if (!h.stalled && was_stalled) {
+        spdlog::warn("scheduler loop turns again");
+      }
+      was_stalled = h.stalled;
+      if (watchdog && !h.stalled) {
         auto snap = sched.snapshot();
         sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s", snap ? gpu_summary(*snap).c_str() : "starting");
-        wd_cv.wait_for(lock, interval, [&] { return stopping.load(); });
       }
-    });
-  }
+      wd_cv.wait_for(lock, interval, [&] { return stopping.load(); });
+    }
+  });
   {
     auto snap = sched.snapshot();
     const std::string status = "serving on " + daemon.listen_host + ":" + std::to_string(*port) +
@@ -331,7 +376,7 @@ int run_serve(const std::vector<std::string>& args) {
   sd_notify(0, "STOPPING=1");
   stopping = true;
   wd_cv.notify_all();
-  if (watchdog_thread.joinable()) watchdog_thread.join();
+  watchdog_thread.join();
   // If run() ended without a signal, the waiter still sits in sigwait: send the process the
   // shutdown signal (blocked in every thread, so only that sigwait receives it).
   if (!signal_seen) ::kill(::getpid(), SIGTERM);

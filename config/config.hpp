@@ -105,6 +105,9 @@ struct PolicySettings {
   std::chrono::milliseconds aging_interval{30000};            // +1 effective priority per interval
   std::chrono::seconds default_keep_alive{0};                 // 0 => evictable as soon as idle
   std::int64_t max_body_bytes = 8 * 1024 * 1024;              // HTTP body limit
+  // The scheduler loop not turning for this long is a stall: /healthz answers 503 and the
+  // systemd watchdog is no longer pinged (so systemd restarts the daemon).
+  std::chrono::milliseconds stall_timeout{10000};
 };
 
 struct DaemonSettings {

@@ -20,7 +20,7 @@ const std::vector<std::string> kSimKeys = {"name", "memory_mb"};
 const std::vector<std::string> kPolicyKeys = {
     "headroom_mb",        "vram_release_timeout", "vram_poll_interval", "health_poll_interval",
     "idle_poll_interval", "stop_grace",           "queue_max",          "default_request_timeout",
-    "aging_interval",     "default_keep_alive",   "max_body_bytes"};
+    "aging_interval",     "default_keep_alive",   "max_body_bytes",     "stall_timeout"};
 
 // A path from the daemon file: $VAR / ~ expanded, relative to the file's directory.
 std::optional<fs::path> read_path(const ReadContext& c, const YAML::Node& v, int line,
@@ -100,39 +100,47 @@ void parse_gpus(const ReadContext& outer, const YAML::Node& node, DaemonFile& ou
 void parse_policy(const ReadContext& outer, const YAML::Node& node, PolicySettings& p) {
   ReadContext c = outer;
   c.prefix = outer.prefix + "policy.";
-  for_each_key(c, node, "policy settings", kPolicyKeys,
-               [&](const std::string& key, int line, const YAML::Node& v) {
-                 const std::string& full = key;
-                 auto duration = [&](std::chrono::milliseconds& field, bool allow_zero) {
-                   if (auto ms = read_duration(c, v, line, full, allow_zero)) field = *ms;
-                 };
-                 if (key == "headroom_mb") {
-                   if (auto n = read_int(c, v, line, full, 0, kMaxInt)) p.headroom_mb = *n;
-                 } else if (key == "queue_max") {
-                   if (auto n = read_int(c, v, line, full, 1, 1'000'000))
-                     p.queue_max = static_cast<std::size_t>(*n);
-                 } else if (key == "max_body_bytes") {
-                   if (auto n = read_int(c, v, line, full, 1024, kMaxInt)) p.max_body_bytes = *n;
-                 } else if (key == "vram_release_timeout") {
-                   duration(p.vram_release_timeout, false);
-                 } else if (key == "vram_poll_interval") {
-                   duration(p.vram_poll_interval, false);
-                 } else if (key == "health_poll_interval") {
-                   duration(p.health_poll_interval, false);
-                 } else if (key == "idle_poll_interval") {
-                   duration(p.idle_poll_interval, false);
-                 } else if (key == "stop_grace") {
-                   duration(p.stop_grace, false);
-                 } else if (key == "default_request_timeout") {
-                   duration(p.default_request_timeout, false);
-                 } else if (key == "aging_interval") {
-                   duration(p.aging_interval, false);
-                 } else if (key == "default_keep_alive") {
-                   if (auto ms = read_duration(c, v, line, full, true)) {
-                     p.default_keep_alive = std::chrono::ceil<std::chrono::seconds>(*ms);
-                   }
-                 }
-               });
+  for_each_key(
+      c, node, "policy settings", kPolicyKeys, [&](const std::string& key, int line, const YAML::Node& v) {
+        const std::string& full = key;
+        auto duration = [&](std::chrono::milliseconds& field, bool allow_zero) {
+          if (auto ms = read_duration(c, v, line, full, allow_zero)) field = *ms;
+        };
+        if (key == "headroom_mb") {
+          if (auto n = read_int(c, v, line, full, 0, kMaxInt)) p.headroom_mb = *n;
+        } else if (key == "queue_max") {
+          if (auto n = read_int(c, v, line, full, 1, 1'000'000)) p.queue_max = static_cast<std::size_t>(*n);
+        } else if (key == "max_body_bytes") {
+          if (auto n = read_int(c, v, line, full, 1024, kMaxInt)) p.max_body_bytes = *n;
+        } else if (key == "vram_release_timeout") {
+          duration(p.vram_release_timeout, false);
+        } else if (key == "vram_poll_interval") {
+          duration(p.vram_poll_interval, false);
+        } else if (key == "health_poll_interval") {
+          duration(p.health_poll_interval, false);
+        } else if (key == "idle_poll_interval") {
+          duration(p.idle_poll_interval, false);
+        } else if (key == "stop_grace") {
+          duration(p.stop_grace, false);
+        } else if (key == "default_request_timeout") {
+          duration(p.default_request_timeout, false);
+        } else if (key == "aging_interval") {
+          duration(p.aging_interval, false);
+        } else if (key == "stall_timeout") {
+          // Above the loop's idle turn (0.5 s) with room to spare, or idle would look stuck.
+          if (auto ms = read_duration(c, v, line, full, false)) {
+            if (*ms < std::chrono::seconds(2)) {
+              c.error(line, full, "must be at least 2s (the scheduler loop turns every 0.5 s when idle)");
+            } else {
+              p.stall_timeout = *ms;
+            }
+          }
+        } else if (key == "default_keep_alive") {
+          if (auto ms = read_duration(c, v, line, full, true)) {
+            p.default_keep_alive = std::chrono::ceil<std::chrono::seconds>(*ms);
+          }
+        }
+      });
 }
 
 std::optional<std::string> read_token_file(const ReadContext& c, const fs::path& path, int line) {

@@ -116,8 +116,16 @@ RequestOutcome not_running(const std::string& id) {
 
 }  // namespace
 
+constexpr auto kHeartbeatPeriod = std::chrono::milliseconds(500);
+
 struct Scheduler::Impl {
   using Task = std::function<void(TimePoint)>;
+  // A posted task and what it is, for the heartbeat's "in flight" and the stall hook. `what` is
+  // a string literal.
+  struct Posted {
+    const char* what;
+    Task task;
+  };
 
   Deps deps;
   std::filesystem::path state_dir;
@@ -127,7 +135,7 @@ struct Scheduler::Impl {
   // --- the mailbox: the one lock around posted tasks ---
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<Task> inbox;
+  std::deque<Posted> inbox;
   bool running = false;
   bool quit = false;
 
@@ -184,7 +192,7 @@ struct Scheduler::Impl {
     }
     if (!post_drain) return true;
     // Only a wake-up: every round of the loop starts with drain_served.
-    const bool posted = post([](TimePoint) {});
+    const bool posted = post("record fast-path answers", [](TimePoint) {});
     if (!posted) {
       std::lock_guard<std::mutex> l(served_mu);
       served.clear();
@@ -282,7 +290,8 @@ struct Scheduler::Impl {
       return;
     }
     if (counted && deps.metrics != nullptr) deps.metrics->add_active_leases(gates.name(r.slot), -1);
-    if (r.notify) post([this, slot = r.slot](TimePoint at) { core.on_gate_drained(slot, at); });
+    if (r.notify)
+      post("lease gate drained", [this, slot = r.slot](TimePoint at) { core.on_gate_drained(slot, at); });
   }
 
   Impl(config::Config c, Deps d)
@@ -296,15 +305,37 @@ struct Scheduler::Impl {
 
   TimePoint now() const { return deps.clock->now(); }
 
-  // Post a task to the loop; false when the loop is not running.
-  bool post(Task t) {
+  // Post a task to the loop; false when the loop is not running. `what` (a string literal)
+  // names it in the heartbeat while it runs.
+  bool post(const char* what, Task t) {
     {
       std::lock_guard<std::mutex> l(mu);
       if (!running) return false;
-      inbox.push_back(std::move(t));
+      inbox.push_back(Posted{what, std::move(t)});
     }
     cv.notify_one();
     return true;
+  }
+
+  // --- the heartbeat (written by the loop thread, read by any; see LoopHealth) ---
+  // Real time, not deps.clock: it is about whether this thread turns, which a manual test clock
+  // cannot say.
+  static std::int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  std::atomic<std::int64_t> last_turn_ns{0};
+  std::atomic<const char*> doing{nullptr};  // a string literal while a step runs, else null
+  std::atomic<std::int64_t> doing_since_ns{0};
+
+  // The loop: step `what` begins (what == nullptr: the round is over, the loop turned).
+  void beat(const char* what) {
+    const std::int64_t t = steady_ns();
+    if (what == nullptr) last_turn_ns.store(t, std::memory_order_relaxed);
+    doing_since_ns.store(t, std::memory_order_relaxed);
+    doing.store(what, std::memory_order_release);
+    if (what != nullptr && deps.before_step) deps.before_step(what);
   }
 
   void publish(TimePoint t) {
@@ -318,21 +349,33 @@ struct Scheduler::Impl {
   void run_loop() {
     TimePoint tick_due = now();  // the core's next wake-up
     for (;;) {
-      std::deque<Task> batch;
+      beat(nullptr);
+      std::deque<Posted> batch;
       {
         std::unique_lock<std::mutex> l(mu);
         const TimePoint wake = served_drain_at ? std::min(tick_due, *served_drain_at) : tick_due;
-        const auto wait = wake - now();
+        // Even with nothing to do the loop turns once per kHeartbeatPeriod, so a heartbeat older
+        // than that means a step is stuck, not that the daemon is idle.
+        const auto wait = std::min<Clock::Duration>(wake - now(), kHeartbeatPeriod);
         if (wait > Clock::Duration::zero()) {
           cv.wait_for(l, wait, [&] { return quit || !inbox.empty(); });
         }
         if (quit) return;
         batch.swap(inbox);
       }
+      beat(nullptr);
       TimePoint t = now();
+      beat("record fast-path answers");
       drain_served(t);
-      for (auto& task : batch) task(t);
-      if (t >= tick_due) core.tick(t);
+      for (auto& posted : batch) {
+        beat(posted.what);
+        posted.task(t);
+      }
+      if (t >= tick_due) {
+        beat("tick");
+        core.tick(t);
+      }
+      beat("dispatch");
       dispatch(t);
       tick_due = core.next_wakeup(t);
     }
@@ -351,15 +394,18 @@ struct Scheduler::Impl {
         case Effect::Kind::poll:
           pool->post([this, e = std::move(e)] {
             PollDone d = exec.poll(e);
-            post([this, d = std::move(d)](TimePoint at) mutable { core.on_poll_done(std::move(d), at); });
+            post("poll result",
+                 [this, d = std::move(d)](TimePoint at) mutable { core.on_poll_done(std::move(d), at); });
           });
           break;
         default:
           pool->post([this, e = std::move(e)] {
             const std::uint64_t op = e.op;
-            OpDone d = exec.run(
-                e, [this, op] { post([this, op](TimePoint at) { core.on_stop_signalled(op, at); }); });
-            post([this, d = std::move(d)](TimePoint at) { core.on_op_done(d, at); });
+            OpDone d = exec.run(e, [this, op] {
+              post("stop signalled", [this, op](TimePoint at) { core.on_stop_signalled(op, at); });
+            });
+            post("backend operation done",
+                 [this, d = std::move(d)](TimePoint at) { core.on_op_done(d, at); });
           });
           break;
       }
@@ -442,13 +488,13 @@ struct Scheduler::Impl {
     pool->stop();  // in-flight backend calls finish; their results are dropped
     // Tasks posted before the stop still hold their callers' promises: run them (the loop
     // is gone, so this thread owns the core now) and answer what completes; no new effects.
-    std::deque<Task> rest;
+    std::deque<Posted> rest;
     {
       std::lock_guard<std::mutex> l(mu);
       rest.swap(inbox);
     }
     const TimePoint t = now();
-    for (auto& task : rest) task(t);
+    for (auto& posted : rest) posted.task(t);
     CoreOutput out = core.take_output();
     answer(out);
     // Nobody waits forever: answer what is still pending.
@@ -499,20 +545,21 @@ RequestTicket Scheduler::submit(RequestSpec spec) {
   }
   auto accepted = std::make_shared<std::promise<void>>();
   ticket.accepted = accepted->get_future().share();
-  const bool posted = impl->post([impl, promise, accepted, spec = std::move(spec)](TimePoint t) mutable {
-    impl->after_publish.push_back([accepted] { accepted->set_value(); });
-    if (impl->request_promises.count(spec.request_id) != 0) {  // a live request has this id
-      RequestOutcome o;
-      o.request_id = spec.request_id;
-      o.status = RequestStatus::rejected;
-      o.http_status = 409;
-      o.message = "request id '" + spec.request_id + "' is already in use";
-      promise->set_value(std::move(o));
-      return;
-    }
-    impl->request_promises.emplace(spec.request_id, promise);
-    impl->core.submit(std::move(spec), t);
-  });
+  const bool posted =
+      impl->post("request", [impl, promise, accepted, spec = std::move(spec)](TimePoint t) mutable {
+        impl->after_publish.push_back([accepted] { accepted->set_value(); });
+        if (impl->request_promises.count(spec.request_id) != 0) {  // a live request has this id
+          RequestOutcome o;
+          o.request_id = spec.request_id;
+          o.status = RequestStatus::rejected;
+          o.http_status = 409;
+          o.message = "request id '" + spec.request_id + "' is already in use";
+          promise->set_value(std::move(o));
+          return;
+        }
+        impl->request_promises.emplace(spec.request_id, promise);
+        impl->core.submit(std::move(spec), t);
+      });
   if (!posted) {
     promise->set_value(not_running(ticket.request_id));
     accepted->set_value();
@@ -538,7 +585,7 @@ Result<void> Scheduler::cancel(const std::string& request_id) {
   auto promise = std::make_shared<std::promise<Result<void>>>();
   auto future = promise->get_future();
   Impl* impl = impl_.get();
-  if (!impl->post([impl, promise, request_id](TimePoint t) {
+  if (!impl->post("cancel", [impl, promise, request_id](TimePoint t) {
         // Answered after this round's snapshot is out, so a GET right after sees "cancelled".
         impl->after_publish.push_back(
             [promise, r = impl->core.cancel(request_id, t)]() mutable { promise->set_value(std::move(r)); });
@@ -557,7 +604,7 @@ void Scheduler::release_lease(LeaseId lease) {
     impl->give_back_gate_lease(lease, /*counted=*/true);
     return;
   }
-  impl->post([impl, lease](TimePoint t) { impl->core.release_lease(lease, t); });
+  impl->post("lease release", [impl, lease](TimePoint t) { impl->core.release_lease(lease, t); });
 }
 
 std::future<ActionResult> Scheduler::service_action(const std::string& service_id, ServiceAction action) {
@@ -565,7 +612,7 @@ std::future<ActionResult> Scheduler::service_action(const std::string& service_i
   auto future = promise->get_future();
   Impl* impl = impl_.get();
   const std::uint64_t token = impl->next_token.fetch_add(1);
-  if (!impl->post([impl, promise, token, service_id, action](TimePoint t) {
+  if (!impl->post("service action", [impl, promise, token, service_id, action](TimePoint t) {
         impl->action_promises.emplace(token, promise);
         impl->core.service_action(token, service_id, action, t);
       })) {
@@ -579,7 +626,7 @@ std::future<ModeResult> Scheduler::switch_mode(const std::string& mode_id) {
   auto future = promise->get_future();
   Impl* impl = impl_.get();
   const std::uint64_t token = impl->next_token.fetch_add(1);
-  if (!impl->post([impl, promise, token, mode_id](TimePoint t) {
+  if (!impl->post("mode switch", [impl, promise, token, mode_id](TimePoint t) {
         impl->mode_promises.emplace(token, promise);
         impl->core.switch_mode(token, mode_id, t);
       })) {
@@ -603,7 +650,7 @@ std::future<ReloadResult> Scheduler::reload() {
   }
   const std::uint64_t token = impl->next_token.fetch_add(1);
   // Reading and validating files happens off the loop; only the swap happens on it.
-  const bool posted = impl->post([impl, promise, token](TimePoint) {
+  const bool posted = impl->post("reload", [impl, promise, token](TimePoint) {
     impl->reload_promises.emplace(token, promise);
     impl->pool->post([impl, token] {
       auto loaded = std::make_shared<config::LoadResult>();
@@ -614,7 +661,8 @@ std::future<ReloadResult> Scheduler::reload() {
         d.message = std::string("reading the config failed: ") + e.what();
         loaded->diagnostics.push_back(d);
       }
-      impl->post([impl, token, loaded](TimePoint t) { impl->core.reload(token, *loaded, t); });
+      impl->post("reload apply",
+                 [impl, token, loaded](TimePoint t) { impl->core.reload(token, *loaded, t); });
     });
   });
   if (!posted) promise->set_value(ReloadResult{false, "the scheduler is not running", {}, {}, {}});
@@ -625,11 +673,31 @@ std::future<Result<DryRun>> Scheduler::dry_run(const std::string& model) {
   auto promise = std::make_shared<std::promise<Result<DryRun>>>();
   auto future = promise->get_future();
   Impl* impl = impl_.get();
-  if (!impl->post(
-          [impl, promise, model](TimePoint t) { promise->set_value(impl->core.dry_run(model, t)); })) {
+  if (!impl->post("plan", [impl, promise, model](TimePoint t) {
+        promise->set_value(impl->core.dry_run(model, t));
+      })) {
     promise->set_value(make_error("the scheduler is not running"));
   }
   return future;
+}
+
+LoopHealth Scheduler::loop_health() const {
+  LoopHealth h;
+  const Impl& impl = *impl_;
+  h.running = impl.live.load(std::memory_order_acquire);
+  const std::int64_t now_ns = Impl::steady_ns();
+  const auto ms = [now_ns](std::int64_t then) {
+    return std::chrono::milliseconds(then == 0 ? 0 : std::max<std::int64_t>(0, (now_ns - then) / 1000000));
+  };
+  h.since_last_turn = ms(impl.last_turn_ns.load(std::memory_order_relaxed));
+  if (const char* what = impl.doing.load(std::memory_order_acquire); what != nullptr) {
+    h.in_flight = what;
+    h.in_flight_for = ms(impl.doing_since_ns.load(std::memory_order_relaxed));
+  }
+  const auto c = impl.cfg.load();
+  h.stall_timeout = c ? c->daemon.policy.stall_timeout : h.stall_timeout;
+  h.stalled = h.running && h.since_last_turn > h.stall_timeout;
+  return h;
 }
 
 std::shared_ptr<const Snapshot> Scheduler::snapshot() const {

@@ -38,6 +38,23 @@ struct Deps {
   // Re-reads the config from where it came from (for reload); null => reload unsupported.
   std::function<config::LoadResult()> load_config;
   std::size_t worker_threads = 8;
+  // Fault injection for tests of the product as it runs (serve installs it from
+  // GPUMOD_FAULT_STALL): called on the scheduler thread before each step of the loop, with the
+  // step's name ("mode switch", "tick", ...). Null in normal use.
+  std::function<void(const char* step)> before_step;
+};
+
+// Whether the scheduler thread still turns, for /healthz and the systemd watchdog. The loop
+// turns at least twice a second even when idle, so a turn older than policy.stall_timeout
+// means one step of it is stuck (a blocking call where none belongs, a deadlock): then
+// `stalled` is true and `in_flight` names the step.
+struct LoopHealth {
+  bool running = false;  // start() ran and stop() did not
+  bool stalled = false;
+  std::chrono::milliseconds since_last_turn{0};
+  std::chrono::milliseconds stall_timeout{10000};
+  std::string in_flight;  // the step running now, "" while the loop waits for work
+  std::chrono::milliseconds in_flight_for{0};
 };
 
 enum class RequestStatus { queued, admitted, ready, rejected, timed_out, cancelled };
@@ -182,6 +199,8 @@ class Scheduler {
   std::future<Result<DryRun>> dry_run(const std::string& model);
 
   [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const;
+  // Any thread; a few atomic loads.
+  [[nodiscard]] LoopHealth loop_health() const;
   [[nodiscard]] std::shared_ptr<const config::Config> config() const;
 
  private:

@@ -226,6 +226,14 @@ class FakeControl final : public Control {
     std::lock_guard lock(mutex_);
     return config_;
   }
+  [[nodiscard]] scheduler::LoopHealth loop_health() const override {
+    std::lock_guard lock(mutex_);
+    return health_;
+  }
+  void set_loop_health(scheduler::LoopHealth h) {
+    std::lock_guard lock(mutex_);
+    health_ = std::move(h);
+  }
   [[nodiscard]] Result<std::string> unit_file(const std::string& service_id) const override {
     return "[Unit]\nDescription=gpumod " + service_id + "\n";
   }
@@ -250,6 +258,7 @@ class FakeControl final : public Control {
   std::vector<std::string> actions_;
   std::vector<Proxied> proxied_;
   scheduler::LeaseId next_lease_ = 100;
+  scheduler::LoopHealth health_{true, false, {}, std::chrono::milliseconds(10000), {}, {}};
 };
 
 }  // namespace gpumod::api::testing

@@ -229,6 +229,7 @@ policy:
   aging_interval: 45s
   default_keep_alive: 5m
   max_body_bytes: 1048576
+  stall_timeout: 30s
 )");
   dir.write("presets/a.yaml", "id: a\ndriver: vllm\nport: 8000\nvram_mb: 40000\n");
   const LoadResult r = load(dir.path());
@@ -256,6 +257,7 @@ policy:
   EXPECT_EQ(d.policy.aging_interval, milliseconds(45000));
   EXPECT_EQ(d.policy.default_keep_alive, seconds(300));
   EXPECT_EQ(d.policy.max_body_bytes, 1048576);
+  EXPECT_EQ(d.policy.stall_timeout, milliseconds(30000));
   // A 40000 MB service fits: it may use GPU 1 (the 48 GiB one) only.
 
   LoadOptions opts;
@@ -286,6 +288,7 @@ TEST(ConfigLoad, PolicyDefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(p.aging_interval, milliseconds(30000));
   EXPECT_EQ(p.default_keep_alive, seconds(0));
   EXPECT_EQ(p.max_body_bytes, 8 * 1024 * 1024);
+  EXPECT_EQ(p.stall_timeout, milliseconds(10000));
 }
 
 TEST(ConfigLoad, DefaultStateDirFollowsTheEnvironment) {

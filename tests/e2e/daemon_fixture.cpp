@@ -40,6 +40,7 @@ void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
     << "policy:\n  headroom_mb: " << cfg.headroom_mb
     << "\n  vram_release_timeout: " << cfg.vram_release_timeout << "\n  queue_max: " << cfg.queue_max
     << "\n  stop_grace: 3s\n";
+  if (!cfg.stall_timeout.empty()) d << "  stall_timeout: " << cfg.stall_timeout << "\n";
   write_file(dir / "gpumod.yaml", d.str());
   for (const auto& p : cfg.presets) {
     std::ostringstream y;

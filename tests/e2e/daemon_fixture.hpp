@@ -58,6 +58,7 @@ struct GeneratedConfig {
   int release_lag_ms = 0;
   std::string vram_release_timeout = "20s";
   int queue_max = 1024;
+  std::string stall_timeout;  // policy.stall_timeout when not empty
   std::vector<EnginePreset> presets;
   std::map<std::string, std::vector<std::string>> modes;
 };

@@ -498,5 +498,55 @@ TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
   EXPECT_EQ(sh.world.starts("coder"), 1);
 }
 
+// The heartbeat: an idle loop still turns (not stalled), a step that blocks the loop past
+// policy.stall_timeout is reported as stalled with its name, and the report clears once the
+// loop turns again.
+TEST(SchedulerShell, LoopHealthReportsAStuckStepByName) {
+  TempDir dir;
+  Shell sh(dir.path);
+  sh.cfg.daemon.policy.stall_timeout = std::chrono::seconds(2);  // the smallest the config takes
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> blocked{false};
+  sh.deps.before_step = [&](const char* step) {
+    if (std::string(step) == "mode switch") {
+      blocked = true;
+      released.wait();
+    }
+  };
+  auto sched = sh.make();
+  EXPECT_FALSE(sched->loop_health().running);
+  sched->start();
+  // Idle past the stall timeout: the loop keeps turning on its own.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto idle = sched->loop_health();
+  EXPECT_TRUE(idle.running);
+  EXPECT_FALSE(idle.stalled) << idle.since_last_turn.count() << " ms since the last turn";
+  auto sw = sched->switch_mode("code");
+  LoopHealth stuck;
+  const auto until = std::chrono::steady_clock::now() + kDeadline;
+  while (std::chrono::steady_clock::now() < until) {
+    stuck = sched->loop_health();
+    if (stuck.stalled) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(blocked.load());
+  ASSERT_TRUE(stuck.stalled);
+  EXPECT_EQ(stuck.in_flight, "mode switch");
+  EXPECT_GE(stuck.in_flight_for, std::chrono::seconds(2));
+  release.set_value();
+  ASSERT_TRUE(ready_in_time(sw));
+  EXPECT_TRUE(sw.get().ok);
+  bool recovered = false;
+  for (auto t = std::chrono::steady_clock::now();
+       !recovered && std::chrono::steady_clock::now() < t + kDeadline;) {
+    recovered = !sched->loop_health().stalled;
+    if (!recovered) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(recovered);
+  sched->stop();
+  EXPECT_FALSE(sched->loop_health().stalled);
+}
+
 }  // namespace
 }  // namespace gpumod::scheduler::testing
