@@ -31,6 +31,7 @@
 #include "backends/command.hpp"
 #include "backends/driver.hpp"
 #include "backends/gpu_probe.hpp"
+#include "backends/port_owner.hpp"
 #include "backends/runner.hpp"
 #include "config/config.hpp"
 #include "exporter/metrics.hpp"
@@ -284,6 +285,7 @@ int run_serve(const std::vector<std::string>& args) {
   };
   deps.load_config = [opts]() { return load_config(opts); };
   deps.before_step = stall_fault_from_env();
+  deps.port_listeners = backends::tcp_listeners;
 
   scheduler::Scheduler sched(std::move(cfg), deps);
   sched.start();

@@ -1022,6 +1022,10 @@ struct SchedulerCore::Impl {
   }
 
   void on_health(const std::string& id, Svc& s, const OpDone& d, TimePoint now) {
+    if (!d.ok) {  // not a "not yet": something that waiting will not fix (a stranger on its port)
+      fail_bringup(id, s, id + " cannot become ready: " + d.message, now);
+      return;
+    }
     if (d.health == backends::Health::ready) {
       s.phase = Phase::activating;
       Effect e = effect(Effect::Kind::activate, id, s);

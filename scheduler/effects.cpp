@@ -1,5 +1,6 @@
 #include "scheduler/effects.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -44,6 +45,12 @@ OpDone EffectRunner::run(const Effect& e, const backends::Runner::StopSignalled&
         if (backends::Driver* drv = driver(e)) {
           if (auto pre = drv->preflight(e.gpu_free_bytes, e.gpu_total_bytes); !pre) return fail(pre.error());
         }
+        if (deps_.port_listeners && p.port > 0) {
+          if (const auto held = deps_.port_listeners(p.port); !held.empty()) {
+            return fail("port " + std::to_string(p.port) + " is in use by " + backends::describe(held) +
+                        ", which gpumod did not start; stop it or give '" + p.id + "' another port");
+          }
+        }
         if (!deps_.make_launch) return fail("no launch builder configured");
         auto spec = deps_.make_launch(p, e.gpu);
         if (!spec) return fail("cannot build the command: " + spec.error());
@@ -59,6 +66,9 @@ OpDone EffectRunner::run(const Effect& e, const backends::Runner::StopSignalled&
         const auto h = drv->health();
         d.health = h.health;
         d.health_detail = h.detail;
+        if (e.kind == Effect::Kind::check_health && h.health == backends::Health::ready) {
+          if (auto stranger = foreign_listener(p); !stranger.empty()) return fail(stranger);
+        }
         if (e.kind == Effect::Kind::verify && h.health == backends::Health::ready && p.can_sleep()) {
           auto s = drv->is_sleeping();
           d.sleeping = s.ok() && *s;
@@ -91,6 +101,20 @@ OpDone EffectRunner::run(const Effect& e, const backends::Runner::StopSignalled&
     return fail(std::string("backend error: ") + ex.what());
   }
   return fail("unknown effect");
+}
+
+std::string EffectRunner::foreign_listener(const config::Preset& p) {
+  if (!deps_.port_listeners || p.port <= 0 || p.runner != config::RunnerKind::process) return "";
+  backends::Runner* r = runner(p);
+  if (r == nullptr) return "";
+  const auto held = deps_.port_listeners(p.port);
+  if (held.empty()) return "";  // no listener to be seen (another namespace, say): nothing to judge
+  const std::vector<int> own = r->pids(p.id);
+  for (const auto& l : held) {
+    if (std::find(own.begin(), own.end(), l.pid) != own.end()) return "";
+  }
+  return "port " + std::to_string(p.port) + " answers, but it is held by " + backends::describe(held) +
+         ", not by a process of '" + p.id + "'; gpumod will not call a stranger ready";
 }
 
 PollDone EffectRunner::poll(const Effect& e) {

@@ -32,6 +32,9 @@ class EffectRunner {
  private:
   backends::Driver* driver(const Effect& e);
   backends::Runner* runner(const config::Preset& p);
+  // For a process-runner service that just answered: why its port is not its own ("" when it
+  // is, or when no listener can be seen).
+  std::string foreign_listener(const config::Preset& p);
 
   const Deps& deps_;
   std::filesystem::path state_dir_;

@@ -16,6 +16,7 @@
 
 #include "backends/driver.hpp"
 #include "backends/gpu_probe.hpp"
+#include "backends/port_owner.hpp"
 #include "backends/runner.hpp"
 #include "config/clock.hpp"
 #include "config/config.hpp"
@@ -38,6 +39,11 @@ struct Deps {
   // Re-reads the config from where it came from (for reload); null => reload unsupported.
   std::function<config::LoadResult()> load_config;
   std::size_t worker_threads = 8;
+  // Who listens on a TCP port (backends/port_owner.hpp's tcp_listeners in the daemon). Null:
+  // no port checks (the tests' fake services bind nothing). With it, a start fails at once when
+  // the service's port is already held, and a process-runner service is ready only once the
+  // listener on its port is one of its own processes.
+  std::function<std::vector<backends::PortListener>(int port)> port_listeners;
   // Fault injection for tests of the product as it runs (serve installs it from
   // GPUMOD_FAULT_STALL): called on the scheduler thread before each step of the loop, with the
   // step's name ("mode switch", "tick", ...). Null in normal use.

@@ -6,6 +6,7 @@ gpumod_add_test(runner_tests
   SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/runner_process_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/command_render_test.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/port_owner_test.cpp
   LIBS gpumod_backends
   LABELS backends
   TIMEOUT 120)
