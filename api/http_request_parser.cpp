@@ -107,7 +107,8 @@ RequestParser::Result RequestParser::parse(std::string_view& in) {
                            : nullptr;
       if (lf == nullptr) {
         const std::size_t partial = in.size() - line_start;
-        if (lines_ == 0 && partial > limits_.max_line_bytes) {
+        // + 1: the CR of the line's CR LF may already be here, and is not part of the line.
+        if (lines_ == 0 && partial > limits_.max_line_bytes + 1) {
           return fail(400, "request line longer than " + std::to_string(limits_.max_line_bytes) + " bytes");
         }
         if (lines_ > 0 && in.size() - request_line_end_ > limits_.max_header_bytes) {

@@ -1,12 +1,12 @@
 // The character rules of HTTP/1.1 (RFC 9110 5.6, RFC 9112) that both of gpumod's parsers use
-// (api/http_request_parser.hpp for requests, api/http_response_parser.hpp for answers), and the
-// UTF-8 check that the API layer applies to every body and name. Pure functions; any thread.
+// (api/http_request_parser.hpp for requests, api/http_response_parser.hpp for answers). Pure
+// functions; any thread.
 #pragma once
 
-#include <cstddef>
-#include <optional>
 #include <string>
 #include <string_view>
+
+#include "config/utf8.hpp"
 
 namespace gpumod::api::http {
 
@@ -22,12 +22,9 @@ bool is_bad_text_char(char c);
 // Optional whitespace (SP, HTAB) trimmed from both ends.
 std::string_view trim_ows(std::string_view s);
 
-// Where `s` stops being well-formed UTF-8 (overlong forms, surrogates and code points above
-// U+10FFFF are ill-formed), or nullopt when all of it is.
-std::optional<std::size_t> utf8_error_offset(std::string_view s);
-inline bool valid_utf8(std::string_view s) {
-  return !utf8_error_offset(s).has_value();
-}
+// UTF-8 checks: the project's one copy is config/utf8.hpp.
+using gpumod::utf8_error_offset;
+using gpumod::valid_utf8;
 
 // Wire text for an error message: at most 40 bytes, quoted, with every byte that is not
 // printable ASCII shown as \xNN, so a message can always be echoed (as JSON or in a log).

@@ -172,6 +172,16 @@ LoadResult load(const std::filesystem::path& path, const LoadOptions& opts = {})
 LoadResult embedded_default(const LoadOptions& opts = {});
 // Parse from a string (tests); `name` is used as the file name in diagnostics.
 LoadResult load_daemon_string(const std::string& yaml, const std::string& name, const LoadOptions& opts = {});
+// A whole config given as text (tests, the fuzzer): the daemon file and preset and mode files,
+// read as if the latter lay in presets/ and modes/ beside it. Names are the file names in
+// diagnostics; relative paths in them resolve against the current directory.
+struct ConfigTexts {
+  std::string daemon;
+  std::string daemon_name = "gpumod.yaml";
+  std::vector<std::pair<std::string, std::string>> presets;  // (file name, text)
+  std::vector<std::pair<std::string, std::string>> modes;
+};
+LoadResult load_texts(const ConfigTexts& texts, const LoadOptions& opts = {});
 
 // `gpumod config check PATH`: when PATH is itself a config (a daemon file, or a directory with
 // presets/, modes/ or gpumod.yaml) this is [{PATH, load(PATH)}]; otherwise every config found in

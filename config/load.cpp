@@ -10,7 +10,10 @@
 #include <sstream>
 #include <system_error>
 
+#include <yaml-cpp/eventhandler.h>
+
 #include "config/parse.hpp"
+#include "config/utf8.hpp"
 
 namespace gpumod::config {
 namespace {
@@ -66,17 +69,86 @@ std::optional<std::string> read_text(const fs::path& path, const std::string& na
   return buf.str();
 }
 
-// One YAML document; syntax errors (with their line) become diagnostics.
+// Where `text` (well-formed UTF-8) holds a character YAML does not allow in a stream
+// (c-printable, YAML 1.2 5.1): C0 controls other than TAB, LF and CR, DEL, C1 controls other
+// than NEL, U+FFFE and U+FFFF.
+std::optional<std::size_t> non_printable_offset(std::string_view text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+    const auto third = i + 2 < text.size() ? static_cast<unsigned char>(text[i + 2]) : 0;
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) return i;
+    if (c == 0xc2 && next >= 0x80 && next <= 0x9f && next != 0x85) return i;
+    if (c == 0xef && next == 0xbf && (third == 0xbe || third == 0xbf)) return i;
+  }
+  return std::nullopt;
+}
+
+// Counts the documents of a YAML stream through yaml-cpp's event parser, and notices when the
+// parser stops making progress: yaml-cpp 0.7's LoadAll loops forever, allocating, when a
+// document is followed by a token no document can begin with (a ',' outside [ ] and { }: ",",
+// "!!str ," and "a\n,b" all hang it; fuzzer findings). Each such round starts a new document
+// at the same place, so two document starts at one position mean the parser is stuck there.
+class DocumentCounter final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+  }
+  void OnMapEnd() override {}
+
+  std::vector<YAML::Mark> starts;
+  [[nodiscard]] bool stuck() const {
+    return starts.size() >= 2 && starts.back().pos == starts[starts.size() - 2].pos;
+  }
+};
+
+// One YAML document; syntax errors (with their line) become diagnostics. YAML is printable UTF-8
+// text: anything else is refused before yaml-cpp sees it (0.7 loops forever on some ill-formed
+// bytes and on some control characters, fuzzer findings).
 std::optional<YAML::Node> parse_yaml(const std::string& text, const std::string& name, Diagnostics& diag) {
+  const auto bad_utf8 = utf8_error_offset(text);
+  const auto bad = bad_utf8 ? bad_utf8 : non_printable_offset(text);
+  if (bad) {
+    const std::string_view before(text.data(), *bad);
+    const auto last_newline = before.rfind('\n');
+    const std::size_t column = *bad - (last_newline == std::string_view::npos ? 0 : last_newline + 1) + 1;
+    const int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
+    static constexpr char kHex[] = "0123456789abcdef";
+    const auto byte = static_cast<unsigned char>(text[*bad]);
+    const std::string where =
+        "byte 0x" + std::string{kHex[byte >> 4], kHex[byte & 0xF]} + " at column " + std::to_string(column);
+    diag.error(name, line, "",
+               bad_utf8 ? "not valid UTF-8: " + where + " (save the file as UTF-8)"
+                        : "a control character (" + where + ") that YAML does not allow");
+    return std::nullopt;
+  }
   try {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    while (parser.HandleNextDocument(counter)) {
+      if (!counter.stuck()) continue;
+      const YAML::Mark& at = counter.starts.back();
+      diag.error(name, at.line + 1, "",
+                 "YAML syntax error at column " + std::to_string(at.column + 1) +
+                     ": nothing can begin there (a ',' belongs between the items of [ ] or { })");
+      return std::nullopt;
+    }
+    // The stream is known to parse to its end now, so LoadAll is safe.
     std::vector<YAML::Node> docs = YAML::LoadAll(text);
-    if (docs.empty()) return YAML::Node(YAML::NodeType::Null);
     if (docs.size() > 1) {
       diag.error(name, detail::line_of(docs[1], 0), "",
                  "expected one YAML document per file, found " + std::to_string(docs.size()));
       return std::nullopt;
     }
-    return docs[0];
+    return docs.empty() ? YAML::Node(YAML::NodeType::Null) : docs[0];
   } catch (const YAML::ParserException& e) {
     diag.error(name, e.mark.line >= 0 ? e.mark.line + 1 : 0, "", "YAML syntax error: " + e.msg);
   } catch (const YAML::Exception& e) {
@@ -110,6 +182,8 @@ struct Sources {
   fs::path base_dir;
   bool default_dirs = false;
   std::string source;  // Config::source
+  // Preset and mode files given as text (name, text), read as if they lay in presets/, modes/.
+  std::vector<std::pair<std::string, std::string>> preset_texts, mode_texts;
 };
 
 // A file's problems when it holds a preset or mode where a daemon file was expected.
@@ -163,30 +237,35 @@ LoadResult assemble(const Sources& src, const LoadOptions& opts) {
 
   std::vector<PresetEntry> presets = std::move(df.presets);
   std::vector<ModeEntry> modes = std::move(df.modes);
-  auto load_entries = [&](const fs::path& dir,
-                          const std::function<void(const ReadContext&, const YAML::Node&)>& take) {
+  using Take = std::function<void(const ReadContext&, const YAML::Node&)>;
+  auto load_entry = [&](const std::string& name, const std::string& text, const fs::path& base,
+                        const Take& take) {
+    auto root = parse_yaml(text, name, diag);
+    if (!root) return;
+    ReadContext fc = ctx;
+    fc.file = name;
+    fc.base_dir = base;
+    take(fc, *root);
+  };
+  auto load_entries = [&](const fs::path& dir, const Take& take) {
     for (const auto& file : yaml_files_under(dir)) {
       const std::string name = file.lexically_normal().string();
-      auto text = read_text(file, name, diag);
-      if (!text) continue;
-      auto root = parse_yaml(*text, name, diag);
-      if (!root) continue;
-      ReadContext fc = ctx;
-      fc.file = name;
-      fc.base_dir = file.parent_path();
-      take(fc, *root);
+      if (auto text = read_text(file, name, diag)) load_entry(name, *text, file.parent_path(), take);
     }
   };
+  const Take take_preset = [&](const ReadContext& fc, const YAML::Node& root) {
+    if (auto p = detail::parse_preset(fc, root)) presets.push_back(PresetEntry{std::move(*p), ""});
+  };
+  const Take take_mode = [&](const ReadContext& fc, const YAML::Node& root) {
+    if (auto m = detail::parse_mode(fc, root)) modes.push_back(ModeEntry{std::move(*m), ""});
+  };
   if (auto dir = entry_dir(df.presets_dir, df.presets_dir_line, "presets_dir", "presets")) {
-    load_entries(*dir, [&](const ReadContext& fc, const YAML::Node& root) {
-      if (auto p = detail::parse_preset(fc, root)) presets.push_back(PresetEntry{std::move(*p), ""});
-    });
+    load_entries(*dir, take_preset);
   }
-  if (auto dir = entry_dir(df.modes_dir, df.modes_dir_line, "modes_dir", "modes")) {
-    load_entries(*dir, [&](const ReadContext& fc, const YAML::Node& root) {
-      if (auto m = detail::parse_mode(fc, root)) modes.push_back(ModeEntry{std::move(*m), ""});
-    });
-  }
+  if (auto dir = entry_dir(df.modes_dir, df.modes_dir_line, "modes_dir", "modes"))
+    load_entries(*dir, take_mode);
+  for (const auto& [name, text] : src.preset_texts) load_entry(name, text, src.base_dir, take_preset);
+  for (const auto& [name, text] : src.mode_texts) load_entry(name, text, src.base_dir, take_mode);
 
   // Overrides from the command line, then defaults.
   DaemonSettings& d = df.settings;
@@ -330,12 +409,21 @@ LoadResult load(const std::filesystem::path& path, const LoadOptions& opts) {
 }
 
 LoadResult load_daemon_string(const std::string& yaml, const std::string& name, const LoadOptions& opts) {
+  ConfigTexts texts;
+  texts.daemon = yaml;
+  texts.daemon_name = name;
+  return load_texts(texts, opts);
+}
+
+LoadResult load_texts(const ConfigTexts& texts, const LoadOptions& opts) {
   Sources src;
-  src.daemon_text = yaml;
-  src.daemon_name = name;
+  src.daemon_text = texts.daemon;
+  src.daemon_name = texts.daemon_name;
   src.base_dir = ".";
   src.default_dirs = false;
-  src.source = name;
+  src.source = texts.daemon_name;
+  src.preset_texts = texts.presets;
+  src.mode_texts = texts.modes;
   return assemble(src, opts);
 }
 

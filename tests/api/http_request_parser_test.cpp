@@ -244,6 +244,23 @@ TEST(HttpRequestParser, TakesWellFormedRequestsAsTheyAre) {
   }
 }
 
+// Fuzzer finding: a request line of exactly max_line_bytes was taken whole but refused when its
+// CR arrived before its LF (the CR was counted as part of the line).
+TEST(HttpRequestParser, ARequestLineOfExactlyTheLimitIsTakenHoweverItArrives) {
+  const std::string line_start = "GET /";
+  const std::string line_end = " HTTP/1.1";
+  const std::string at_limit =
+      line_start + std::string(256 - line_start.size() - line_end.size(), 'a') + line_end;
+  ASSERT_EQ(at_limit.size(), 256U);
+  for (const std::size_t step : {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{257}}) {
+    SCOPED_TRACE(step);
+    EXPECT_EQ(feed(at_limit + "\r\nHost: h\r\n\r\n", step).result, RequestParser::Result::done);
+    const Parsed over = feed("GET /a" + at_limit.substr(5) + "\r\nHost: h\r\n\r\n", step);
+    EXPECT_EQ(over.result, RequestParser::Result::failed);
+    EXPECT_EQ(over.status, 400);
+  }
+}
+
 TEST(HttpRequestParser, KeepsFieldsQueryAndVersion) {
   const Parsed p =
       feed("GET /plan?model=qwen%2Bcoder&x=a+b&flag HTTP/1.1\r\nHost: h\r\nAccept:  text/plain  \r\n\r\n", 0);

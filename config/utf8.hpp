@@ -1,0 +1,19 @@
+// UTF-8 well-formedness (RFC 3629), the one check every input edge uses: HTTP bodies, names and
+// headers (api/), and config files before YAML parsing (yaml-cpp 0.7 can loop forever on some
+// ill-formed input). Pure; any thread.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string_view>
+
+namespace gpumod {
+
+// Where `s` stops being well-formed UTF-8 (overlong forms, surrogates and code points above
+// U+10FFFF are ill-formed), or nullopt when all of it is.
+std::optional<std::size_t> utf8_error_offset(std::string_view s);
+inline bool valid_utf8(std::string_view s) {
+  return !utf8_error_offset(s).has_value();
+}
+
+}  // namespace gpumod
