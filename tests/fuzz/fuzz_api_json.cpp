@@ -27,6 +27,23 @@ struct Daemon {
   Daemon() {
     auto control = std::make_shared<gpumod::api::testing::FakeControl>();
     control->record = false;
+    // POST /request gets the ready answer (its JSON writer is part of the target); a /v1 call
+    // is refused once its body has been read, so no time goes into connecting to a service.
+    control->on_submit = [](const gpumod::scheduler::RequestSpec& spec) {
+      gpumod::scheduler::RequestOutcome o;
+      o.service = "qwen3-coder";
+      if (spec.hold_lease) {
+        o.status = gpumod::scheduler::RequestStatus::rejected;
+        o.http_status = 503;
+        o.message = "the queue is full (fuzzing)";
+        o.retry_after_seconds = 1;
+      } else {
+        o.status = gpumod::scheduler::RequestStatus::ready;
+        o.endpoint = "http://127.0.0.1:1";
+        o.gpu = 0;
+      }
+      return o;
+    };
     gpumod::api::ServerOptions opts;
     opts.port = 0;
     opts.threads = 4;
@@ -53,10 +70,9 @@ Daemon& daemon_instance() {
   return d;
 }
 
-constexpr const char* kEndpoints[] = {
-    "/request",           "/v1/chat/completions",       "/v1/completions", "/v1/embeddings",
-    "/modes/code/switch", "/services/qwen3-coder/stop", "/reload",
-};
+// The endpoints that read a JSON body (the others ignore theirs).
+constexpr const char* kEndpoints[] = {"/request", "/v1/chat/completions", "/v1/completions",
+                                      "/v1/embeddings"};
 
 }  // namespace
 
