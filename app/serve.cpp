@@ -32,6 +32,7 @@
 #include "backends/driver.hpp"
 #include "backends/gpu_probe.hpp"
 #include "backends/port_owner.hpp"
+#include "backends/run_state.hpp"
 #include "backends/runner.hpp"
 #include "config/config.hpp"
 #include "exporter/metrics.hpp"
@@ -52,18 +53,21 @@ struct ServeOptions {
   std::string log_level = "info";
   bool stop_services_on_exit = false;
   bool log_each_line = false;
+  std::optional<fs::path> port_file;
 };
 
 void print_serve_usage(std::ostream& out) {
   out << "usage: gpumod serve [--config PATH] [--listen HOST:PORT] [--state-dir DIR]\n"
          "                    [--log-level trace|debug|info|warn|error] [--stop-services-on-exit]\n"
-         "                    [--log-each-line]\n"
+         "                    [--log-each-line] [--port-file PATH]\n"
          "  --config PATH   a daemon file, or a directory with presets/, modes/ and optionally gpumod.yaml;\n"
          "                  without it gpumod runs its embedded demo (simulated GPU + test engines)\n"
          "  --stop-services-on-exit  stop every service on SIGTERM/SIGINT instead of leaving them for\n"
          "                  the next daemon to adopt (the default keeps them running)\n"
          "  --log-each-line write each log line to a file or pipe as it is made (the default there\n"
-         "                  batches lines every 100 ms; warnings and errors always go at once)\n";
+         "                  batches lines every 100 ms; warnings and errors always go at once)\n"
+         "  --port-file PATH once listening, write the port to PATH (with --listen HOST:0, the port the\n"
+         "                  kernel picked; for scripts and tests)\n";
 }
 
 // Returns nullopt and prints the problem on bad arguments.
@@ -98,6 +102,10 @@ std::optional<ServeOptions> parse_args(const std::vector<std::string>& args) {
       opts.stop_services_on_exit = true;
     } else if (a == "--log-each-line") {
       opts.log_each_line = true;
+    } else if (a == "--port-file") {
+      auto v = value("--port-file");
+      if (!v) return std::nullopt;
+      opts.port_file = fs::path(*v);
     } else if (a == "-h" || a == "--help") {
       print_serve_usage(std::cout);
       std::exit(0);
@@ -303,6 +311,14 @@ int run_serve(const std::vector<std::string>& args) {
     return 1;
   }
   spdlog::info("listening on http://{}:{}", daemon.listen_host, *port);
+  if (opts.port_file) {
+    // Written whole or not at all, so a reader never sees half a number.
+    if (auto w = backends::run_state::write_file_atomic(*opts.port_file, std::to_string(*port) + "\n"); !w) {
+      std::cerr << "gpumod serve: --port-file: " << w.error() << "\n";
+      sched.stop();
+      return 1;
+    }
+  }
 
   // Signal waiter: TERM/INT stop the server (run() returns), HUP reloads the config.
   std::atomic<bool> stopping{false};

@@ -5,7 +5,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates curl
-  clang-format clang-tidy
+  clang-format clang-tidy clang libclang-rt-14-dev
   libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev
   libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev

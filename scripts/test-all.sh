@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the whole gpumod test suite: a normal build and an
-# AddressSanitizer + UndefinedBehaviorSanitizer build, each with every test. Debian 12, as root.
+# AddressSanitizer + UndefinedBehaviorSanitizer build, each with every test, then a short run of
+# every libFuzzer target (clang, ASan + UBSan). Debian 12, as root.
 # Safe to run twice: builds are incremental and installs are idempotent.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,11 @@ cmake --build build -j"$jobs"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O0 -g1" -DGPUMOD_SANITIZE=ON \
   -DGPUMOD_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
+# The libFuzzer targets (clang, with ASan and UBSan): only they and what they link are built.
+# Each runs as a ctest test over its seed corpus and then for GPUMOD_FUZZ_SECONDS.
+CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+  -DGPUMOD_FUZZ=ON -DGPUMOD_BUILD_TESTS=OFF -DGPUMOD_BUILD_BENCH=OFF >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzz_request_parser fuzz_response_parser fuzz_api_json fuzz_config_yaml
 set +e
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== tests: normal build =="
@@ -22,4 +28,7 @@ normal=$?
 echo "== tests: ASan + UBSan build =="
 ctest --test-dir build-asan --output-on-failure -j"$jobs"
 asan=$?
-[ "$normal" -eq 0 ] && [ "$asan" -eq 0 ]
+echo "== tests: fuzz targets (short runs) =="
+ctest --test-dir build-fuzz --output-on-failure -j"$jobs"
+fuzz=$?
+[ "$normal" -eq 0 ] && [ "$asan" -eq 0 ] && [ "$fuzz" -eq 0 ]

@@ -80,13 +80,16 @@ void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
 }
 
 Daemon::Daemon(const fs::path& config_dir, const fs::path& state_dir, std::vector<std::string> extra_args)
-    : state_dir_(state_dir), log_path_(state_dir / "daemon.log"), port_(free_port()) {
+    : state_dir_(state_dir), log_path_(state_dir / "daemon.log") {
   fs::create_directories(state_dir_);
-  std::vector<std::string> args = {kGpumodBin,    "serve",
-                                   "--config",    config_dir.string(),
-                                   "--listen",    "127.0.0.1:" + std::to_string(port_),
-                                   "--state-dir", state_dir_.string(),
-                                   "--log-level", "debug"};
+  // Port 0: the kernel picks a port no one holds, and serve writes it to the port file once it
+  // listens (no free-port guess that a parallel test could take first).
+  const fs::path port_file = state_dir_ / "serve.port";
+  fs::remove(port_file);
+  std::vector<std::string> args = {
+      kGpumodBin,    "serve",       "--config",         config_dir.string(), "--listen",
+      "127.0.0.1:0", "--port-file", port_file.string(), "--state-dir",       state_dir_.string(),
+      "--log-level", "debug"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = ::fork();
   if (pid_ == 0) {
@@ -100,7 +103,19 @@ Daemon::Daemon(const fs::path& config_dir, const fs::path& state_dir, std::vecto
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  healthy_ = wait_healthy(std::chrono::seconds(30));
+  const bool listening = eventually(
+      [&] {
+        std::ifstream in(port_file);
+        int status = 0;
+        if (in >> port_ && port_ > 0) return true;
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = -1;
+          return true;  // exited: stop waiting (reported as unhealthy below)
+        }
+        return false;
+      },
+      std::chrono::seconds(30));
+  healthy_ = listening && pid_ > 0 && wait_healthy(std::chrono::seconds(30));
   EXPECT_TRUE(healthy_) << "gpumod serve did not answer /healthz; its log:\n" << log();
 }
 

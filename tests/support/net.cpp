@@ -1,13 +1,16 @@
 #include "tests/support/net.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -15,20 +18,16 @@
 namespace gpumod::testing {
 namespace {
 
-// Whether nothing is bound to 127.0.0.1:port right now (port 0: the kernel picks; the pick is
-// returned through `port`).
-bool bindable(int& port) {
+// Whether nothing is bound to 127.0.0.1:port right now.
+bool bindable(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error(std::string("free_port: socket: ") + std::strerror(errno));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  socklen_t len = sizeof addr;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
-  if (ok) port = ntohs(addr.sin_port);
   return ok;
 }
 
@@ -41,29 +40,61 @@ int ephemeral_low() {
   return 32768;
 }
 
+// Ports are handed out from blocks of kBlock that this process holds exclusively: an flock on
+// /tmp/gpumod-test-ports/<first port>.lock, kept for the life of the process (the kernel drops
+// it when the process ends, however it ends). Test processes that run at once hold different
+// blocks, so two of them can never be given the same port between the pick and the bind. The
+// blocks lie below the kernel's ephemeral range, so no outgoing connection can take a port
+// either. Each port is still checked bindable: something outside the tests may hold it.
+constexpr int kLowest = 10000;
+constexpr int kBlock = 100;
+
+class PortBlocks {
+ public:
+  int next() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int attempt = 0; attempt < 4 * kBlock; ++attempt) {
+      if (next_ == 0 || next_ >= block_end_) claim_block();
+      const int port = next_++;
+      if (bindable(port)) return port;
+    }
+    throw std::runtime_error("free_port: no bindable port in this process's port blocks");
+  }
+
+ private:
+  void claim_block() {
+    const int blocks = (ephemeral_low() - kLowest) / kBlock;
+    if (blocks <= 0) throw std::runtime_error("free_port: no room below the ephemeral port range");
+    const std::string dir = "/tmp/gpumod-test-ports";
+    ::mkdir(dir.c_str(), 0777);
+    std::mt19937 rng(static_cast<unsigned>(std::random_device{}()) ^ static_cast<unsigned>(::getpid()));
+    const int first = static_cast<int>(rng() % static_cast<unsigned>(blocks));
+    for (int i = 0; i < blocks; ++i) {
+      const int start = kLowest + ((first + i) % blocks) * kBlock;
+      const std::string path = dir + "/" + std::to_string(start) + ".lock";
+      const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+      if (fd < 0) continue;
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        // Kept open (and locked) until the process exits; never closed on purpose.
+        next_ = start;
+        block_end_ = start + kBlock;
+        return;
+      }
+      ::close(fd);
+    }
+    throw std::runtime_error("free_port: every port block is held by another test process");
+  }
+
+  std::mutex mu_;
+  int next_ = 0;
+  int block_end_ = 0;
+};
+
 }  // namespace
 
 int free_port() {
-  // Ports below the ephemeral range: the kernel's own picks (port 0) are also the local ports
-  // of every outgoing connection, and with the tests' many connections one of those could take
-  // the port between this check and the server's bind. Below the range only another test's
-  // pick can collide: a random start per process and a step per call keep that rare.
-  constexpr int kLowest = 10000;
-  const int high = ephemeral_low();
-  if (high - kLowest >= 1000) {
-    static std::atomic<unsigned> next{static_cast<unsigned>(std::random_device{}()) ^
-                                      static_cast<unsigned>(::getpid())};
-    const auto span = static_cast<unsigned>(high - kLowest);
-    for (int attempt = 0; attempt < 64; ++attempt) {
-      int port = kLowest + static_cast<int>(next.fetch_add(7919) % span);
-      if (bindable(port)) return port;
-    }
-  }
-  int port = 0;
-  if (!bindable(port)) {
-    throw std::runtime_error(std::string("free_port: no free loopback port: ") + std::strerror(errno));
-  }
-  return port;
+  static PortBlocks blocks;
+  return blocks.next();
 }
 
 }  // namespace gpumod::testing
