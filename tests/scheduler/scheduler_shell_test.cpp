@@ -152,9 +152,16 @@ TEST(SchedulerShell, AnAcceptedRequestIsVisibleAndARefusalIsDecided) {
   sched->start();
   for (int i = 0; i < 20; ++i) {
     auto cold = sched->submit(req(i % 2 == 0 ? "coder" : "nemo"));
-    ASSERT_TRUE(cold.accepted.valid());
-    ASSERT_EQ(cold.accepted.wait_for(kDeadline), std::future_status::ready);
-    EXPECT_TRUE(sched->request_info(cold.request_id).has_value()) << i;
+    if (cold.accepted.valid()) {
+      ASSERT_EQ(cold.accepted.wait_for(kDeadline), std::future_status::ready);
+      EXPECT_TRUE(sched->request_info(cold.request_id).has_value()) << i;
+    } else {
+      // Decided at once on the fast path: the model was still ready from an earlier round (the
+      // other model's load had not evicted it yet; timing on a loaded machine). That answer is
+      // complete when submit returns.
+      ASSERT_EQ(cold.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready) << i;
+      EXPECT_EQ(cold.outcome.get().status, RequestStatus::ready) << i;
+    }
     auto unknown = sched->submit(req("nope"));
     ASSERT_EQ(unknown.accepted.wait_for(kDeadline), std::future_status::ready);
     ASSERT_EQ(unknown.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready) << i;
