@@ -45,20 +45,26 @@ class Counters:
 
 
 def call(port, method, path, body=None, timeout=120, stream_cut=False):
-    """One exchange on a fresh connection: the status, or None when no answer came."""
+    """One exchange on a fresh connection: the status ("200", "502", ...; "200 cut" when the
+    body broke off after the status came, as a stream does when its service is killed), or
+    None when no answer came at all."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         res = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return None
+    try:
         if stream_cut:
             res.read(64)  # take a little of the stream, then vanish
             conn.sock.close()
-            return res.status
-        res.read()
-        return res.status
+        else:
+            res.read()
+        return str(res.status)
     except (OSError, http.client.HTTPException):
-        return None
+        return f"{res.status} cut"
     finally:
         conn.close()
 
