@@ -221,7 +221,7 @@ class Handlers {
       return;
     }
     const auto seconds = [](std::chrono::milliseconds ms) {
-      return std::to_string(ms.count() / 1000.0).substr(0, 5);
+      return fmt::format("{:.1f}", std::chrono::duration<double>(ms).count());
     };
     send_error(
         res, 503,
