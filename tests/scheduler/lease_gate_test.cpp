@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <set>
 #include <thread>
 #include <vector>
@@ -94,6 +95,26 @@ TEST(LeaseGate, WatchAsksForTheEndOnlyWhenLeasesAreHeld) {
 TEST(LeaseGate, CloseNeverSucceedsWhileAThreadHoldsALease) {
   LeaseGate g;
   g.open();
+  // First, without relying on how threads interleave: another thread holds a lease, and every
+  // close tried meanwhile is refused. (Counting refusals in the race below alone failed on a
+  // machine whose cores were busy: the holders seldom ran while the closer did.)
+  constexpr int kRefusals = 5;
+  for (int i = 0; i < kRefusals; ++i) {
+    std::promise<void> holding;
+    std::promise<void> let_go;
+    std::thread holder([&] {
+      EXPECT_TRUE(g.try_acquire());
+      holding.set_value();
+      let_go.get_future().wait();
+      (void)g.release();
+    });
+    holding.get_future().wait();
+    EXPECT_FALSE(g.try_close()) << "round " << i;
+    EXPECT_TRUE(g.is_open());
+    let_go.set_value();
+    holder.join();
+  }
+  EXPECT_EQ(g.count(), 0u);
   std::atomic<int> held{0};
   std::atomic<int> acquired{0};
   std::atomic<bool> done{false};
@@ -114,11 +135,12 @@ TEST(LeaseGate, CloseNeverSucceedsWhileAThreadHoldsALease) {
       }
     });
   }
-  // Runs until both outcomes were seen often enough (the deadline only stops a hung run).
-  constexpr int kCloses = 50, kRefusals = 5;
+  // Then the race: runs until enough closes succeeded (the deadline only stops a hung run);
+  // each success must find nobody inside. Refusals here are counted but not required.
+  constexpr int kCloses = 50;
   int closes = 0, refused = 0, violations = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((closes < kCloses || refused < kRefusals) && std::chrono::steady_clock::now() < deadline) {
+  while (closes < kCloses && std::chrono::steady_clock::now() < deadline) {
     if (g.try_close()) {
       ++closes;
       if (held.load() != 0) ++violations;
@@ -135,7 +157,7 @@ TEST(LeaseGate, CloseNeverSucceedsWhileAThreadHoldsALease) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(violations, 0);
   EXPECT_GE(closes, kCloses);
-  EXPECT_GE(refused, kRefusals);
+  (void)refused;
   EXPECT_EQ(g.count(), 0u);
 }
 
