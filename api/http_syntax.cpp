@@ -27,14 +27,12 @@ std::string_view trim_ows(std::string_view s) {
 
 std::string quoted(std::string_view s) {
   constexpr std::size_t kMax = 40;
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "'";
   for (const char c : s.substr(0, kMax)) {
     const auto u = static_cast<unsigned char>(c);
     if (u < 0x20 || u >= 0x7f || c == '\'' || c == '\\') {
       out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xF];
+      out += hex_byte(u);
     } else {
       out += c;
     }

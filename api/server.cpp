@@ -19,6 +19,7 @@
 #include "api/http_server.hpp"
 #include "api/json_view.hpp"
 #include "api/validate.hpp"
+#include "config/utf8.hpp"
 
 namespace gpumod::api {
 
@@ -121,10 +122,8 @@ void append_json_string(std::string& out, std::string_view s) {
       out += '\\';
       out += ch;
     } else if (u < 0x20) {
-      static constexpr char kHex[] = "0123456789abcdef";
       out += "\\u00";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xF];
+      out += hex_byte(u);
     } else {
       out += ch;
     }

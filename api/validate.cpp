@@ -121,10 +121,9 @@ Result<nlohmann::json> parse_json_body(std::string_view body) {
   if (body.empty())
     return make_error("the request body is empty; send a JSON object such as {\"model\": \"NAME\"}");
   if (const auto bad = http::utf8_error_offset(body)) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    const auto byte = static_cast<unsigned char>(body[*bad]);
     return make_error("the request body is not valid UTF-8: byte 0x" +
-                      std::string{kHex[byte >> 4], kHex[byte & 0xF]} + " at offset " + std::to_string(*bad));
+                      hex_byte(static_cast<unsigned char>(body[*bad])) + " at offset " +
+                      std::to_string(*bad));
   }
   if (json_depth(body, kMaxJsonDepth) > kMaxJsonDepth) {
     return make_error("the request body nests arrays or objects more than " + std::to_string(kMaxJsonDepth) +

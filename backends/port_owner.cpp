@@ -58,7 +58,7 @@ std::vector<unsigned long> listening_inodes(const std::string& table, int port) 
   return out;
 }
 
-std::vector<PortListener> tcp_listeners(int port) {
+std::vector<PortListener> tcp_listeners(int port, const std::vector<int>& look_first) {
   std::set<unsigned long> inodes;
   for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
     for (unsigned long i : listening_inodes(read_all(table), port)) inodes.insert(i);
@@ -66,46 +66,57 @@ std::vector<PortListener> tcp_listeners(int port) {
   std::vector<PortListener> out;
   if (inodes.empty()) return out;
   std::set<unsigned long> seen;
-  if (DIR* proc = ::opendir("/proc")) {
-    while (dirent* e = ::readdir(proc)) {
-      const std::string pid_text = e->d_name;
-      if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
-      const std::string fd_dir = "/proc/" + pid_text + "/fd";
-      DIR* fds = ::opendir(fd_dir.c_str());
-      if (fds == nullptr) continue;  // gone, or not ours to look at
-      bool holds = false;
-      unsigned long held = 0;
-      while (dirent* f = ::readdir(fds)) {
-        if (f->d_name[0] == '.') continue;
-        std::array<char, 64> target{};
-        const std::string link = fd_dir + "/" + f->d_name;
-        const ssize_t n = ::readlink(link.c_str(), target.data(), target.size() - 1);
-        if (n <= 0) continue;
-        const std::string t(target.data(), static_cast<std::size_t>(n));
-        if (t.rfind("socket:[", 0) != 0) continue;
-        unsigned long inode = 0;
-        try {
-          inode = std::stoul(t.substr(8));
-        } catch (const std::exception&) {
-          continue;
-        }
-        if (inodes.count(inode) != 0) {
-          holds = true;
-          held = inode;
-          seen.insert(inode);
-        }
+  std::set<int> looked;
+  // Adds `pid` to `out` when it holds one of the listening sockets.
+  const auto look = [&](int pid) {
+    if (!looked.insert(pid).second) return;
+    const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+    DIR* fds = ::opendir(fd_dir.c_str());
+    if (fds == nullptr) return;  // gone, or not ours to look at
+    unsigned long held = 0;
+    while (dirent* f = ::readdir(fds)) {
+      if (f->d_name[0] == '.') continue;
+      std::array<char, 64> target{};
+      const std::string link = fd_dir + "/" + f->d_name;
+      const ssize_t n = ::readlink(link.c_str(), target.data(), target.size() - 1);
+      if (n <= 0) continue;
+      const std::string t(target.data(), static_cast<std::size_t>(n));
+      if (t.rfind("socket:[", 0) != 0) continue;
+      unsigned long inode = 0;
+      try {
+        inode = std::stoul(t.substr(8));
+      } catch (const std::exception&) {
+        continue;
       }
-      ::closedir(fds);
-      if (!holds) continue;
-      PortListener l;
-      l.inode = held;
-      l.pid = std::stoi(pid_text);
-      const auto st = run_state::read_proc_stat(l.pid);
-      l.pgid = st ? st->pgid : 0;
-      l.name = comm_of(l.pid);
-      out.push_back(std::move(l));
+      if (inodes.count(inode) != 0) {
+        held = inode;
+        seen.insert(inode);
+      }
     }
-    ::closedir(proc);
+    ::closedir(fds);
+    if (held == 0) return;
+    PortListener l;
+    l.inode = held;
+    l.pid = pid;
+    const auto st = run_state::read_proc_stat(pid);
+    l.pgid = st ? st->pgid : 0;
+    l.name = comm_of(pid);
+    out.push_back(std::move(l));
+  };
+  for (int pid : look_first) {
+    if (pid > 0) look(pid);
+  }
+  // Every socket found among the likely holders: the rest of /proc (hundreds of processes, a
+  // readlink per descriptor) need not be read. Otherwise every process is looked at.
+  if (seen.size() < inodes.size()) {
+    if (DIR* proc = ::opendir("/proc")) {
+      while (dirent* e = ::readdir(proc)) {
+        const std::string pid_text = e->d_name;
+        if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+        look(std::stoi(pid_text));
+      }
+      ::closedir(proc);
+    }
   }
   for (unsigned long inode : inodes) {
     if (seen.count(inode) == 0) out.push_back(PortListener{inode, 0, 0, ""});

@@ -18,8 +18,10 @@ struct PortListener {
 };
 
 // Every socket in LISTEN state on `port` (any local address, IPv4 or IPv6) and the processes
-// that hold it; one entry per holding process. Empty when nothing listens.
-std::vector<PortListener> tcp_listeners(int port);
+// that hold it; one entry per holding process. Empty when nothing listens. The processes in
+// `look_first` (a service's own pids, say) are looked at first, and when they hold every such
+// socket the other processes are not read: then only holders among them are listed.
+std::vector<PortListener> tcp_listeners(int port, const std::vector<int>& look_first = {});
 
 // "pid 4242 (llama-server)", "pid 1 (a), pid 2 (b)" or "a process this user cannot see
 // (socket inode 123)": for messages.

@@ -120,10 +120,8 @@ std::optional<YAML::Node> parse_yaml(const std::string& text, const std::string&
     const auto last_newline = before.rfind('\n');
     const std::size_t column = *bad - (last_newline == std::string_view::npos ? 0 : last_newline + 1) + 1;
     const int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
-    static constexpr char kHex[] = "0123456789abcdef";
-    const auto byte = static_cast<unsigned char>(text[*bad]);
     const std::string where =
-        "byte 0x" + std::string{kHex[byte >> 4], kHex[byte & 0xF]} + " at column " + std::to_string(column);
+        "byte 0x" + hex_byte(static_cast<unsigned char>(text[*bad])) + " at column " + std::to_string(column);
     diag.error(name, line, "",
                bad_utf8 ? "not valid UTF-8: " + where + " (save the file as UTF-8)"
                         : "a control character (" + where + ") that YAML does not allow");

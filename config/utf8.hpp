@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace gpumod {
@@ -14,6 +15,13 @@ namespace gpumod {
 std::optional<std::size_t> utf8_error_offset(std::string_view s);
 inline bool valid_utf8(std::string_view s) {
   return !utf8_error_offset(s).has_value();
+}
+
+// A byte as two lower-case hex digits ("e1"): how error messages and escapes name a byte that
+// cannot be shown as it is.
+inline std::string hex_byte(unsigned char byte) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  return {kHex[byte >> 4], kHex[byte & 0xF]};
 }
 
 }  // namespace gpumod

@@ -46,7 +46,7 @@ OpDone EffectRunner::run(const Effect& e, const backends::Runner::StopSignalled&
           if (auto pre = drv->preflight(e.gpu_free_bytes, e.gpu_total_bytes); !pre) return fail(pre.error());
         }
         if (deps_.port_listeners && p.port > 0) {
-          if (const auto held = deps_.port_listeners(p.port); !held.empty()) {
+          if (const auto held = deps_.port_listeners(p.port, {}); !held.empty()) {
             return fail("port " + std::to_string(p.port) + " is in use by " + backends::describe(held) +
                         ", which gpumod did not start; stop it or give '" + p.id + "' another port");
           }
@@ -107,9 +107,9 @@ std::string EffectRunner::foreign_listener(const config::Preset& p) {
   if (!deps_.port_listeners || p.port <= 0 || p.runner != config::RunnerKind::process) return "";
   backends::Runner* r = runner(p);
   if (r == nullptr) return "";
-  const auto held = deps_.port_listeners(p.port);
-  if (held.empty()) return "";  // no listener to be seen (another namespace, say): nothing to judge
   const std::vector<int> own = r->pids(p.id);
+  const auto held = deps_.port_listeners(p.port, own);
+  if (held.empty()) return "";  // no listener to be seen (another namespace, say): nothing to judge
   for (const auto& l : held) {
     if (std::find(own.begin(), own.end(), l.pid) != own.end()) return "";
   }

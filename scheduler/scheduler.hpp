@@ -42,8 +42,10 @@ struct Deps {
   // Who listens on a TCP port (backends/port_owner.hpp's tcp_listeners in the daemon). Null:
   // no port checks (the tests' fake services bind nothing). With it, a start fails at once when
   // the service's port is already held, and a process-runner service is ready only once the
-  // listener on its port is one of its own processes.
-  std::function<std::vector<backends::PortListener>(int port)> port_listeners;
+  // listener on its port is one of its own processes. `look_first`: pids likely to hold it (the
+  // service's own), read first so that the common case does not scan every process.
+  std::function<std::vector<backends::PortListener>(int port, const std::vector<int>& look_first)>
+      port_listeners;
   // Fault injection for tests of the product as it runs (serve installs it from
   // GPUMOD_FAULT_STALL): called on the scheduler thread before each step of the loop, with the
   // step's name ("mode switch", "tick", ...). Null in normal use.

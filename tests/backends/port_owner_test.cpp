@@ -49,6 +49,15 @@ TEST(PortOwner, FindsThisProcessListeningAndNothingOnceItStops) {
   EXPECT_EQ(held[0].pgid, ::getpgrp());
   EXPECT_FALSE(held[0].name.empty());
   EXPECT_EQ(describe(held), "pid " + std::to_string(::getpid()) + " (" + held[0].name + ")");
+  // Told where to look first, it finds the same holder; told a pid that holds nothing (our
+  // parent), it still finds the real holder by reading every process.
+  const auto first = tcp_listeners(port, {::getpid()});
+  ASSERT_EQ(first.size(), 1U);
+  EXPECT_EQ(first[0].pid, ::getpid());
+  EXPECT_EQ(first[0].inode, held[0].inode);
+  const auto elsewhere = tcp_listeners(port, {::getppid(), -1, 0});
+  ASSERT_EQ(elsewhere.size(), 1U);
+  EXPECT_EQ(elsewhere[0].pid, ::getpid());
   ::close(fd);
   EXPECT_TRUE(tcp_listeners(port).empty());
 }
