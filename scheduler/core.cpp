@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string_view>
 
 namespace gpumod::scheduler {
@@ -177,6 +178,10 @@ struct SchedulerCore::Impl {
   // GPUs as last sampled
   std::map<int, backends::GpuSample> gpus;
   std::vector<backends::ProcessMemory> processes;
+  // Which service started a pid, for messages naming who holds VRAM ("pid 1234 (qwen3-coder)"),
+  // also after the service stopped while its process still lingers on the GPU. Kept only for
+  // pids of a service or seen on a GPU in the last sample (prune_pid_owner), so it cannot grow
+  // with restarts.
   std::map<int, std::string> pid_owner;
   std::optional<TimePoint> sample_taken;
   // When memory on a GPU last changed because of gpumod (a load finished, a sleep or stop freed
@@ -907,6 +912,13 @@ struct SchedulerCore::Impl {
     spdlog::info("starting {} on GPU {}", id, s.gpu);
   }
 
+  void prune_pid_owner() {
+    std::set<int> live;
+    for (const auto& pm : processes) live.insert(pm.pid);
+    for (const auto& [id, s] : svcs) live.insert(s.pids.begin(), s.pids.end());
+    std::erase_if(pid_owner, [&](const auto& entry) { return live.count(entry.first) == 0; });
+  }
+
   // "pid 1234 (qwen3-coder) 19.5 GiB, pid 99 (not started by gpumod) 1.1 GiB" for one GPU.
   std::string holders_on(int gpu) const {
     std::string holders;
@@ -1326,6 +1338,7 @@ struct SchedulerCore::Impl {
       }
     }
     processes = sample.processes;
+    prune_pid_owner();
     for (auto& [id, s] : svcs) {
       if (s.pids.empty()) continue;
       Bytes used = 0;
