@@ -6,90 +6,6 @@ namespace gpumod::api {
 
 using nlohmann::json;
 
-const char* name_of(scheduler::RequestStatus s) {
-  switch (s) {
-    case scheduler::RequestStatus::queued:
-      return "queued";
-    case scheduler::RequestStatus::admitted:
-      return "admitted";
-    case scheduler::RequestStatus::ready:
-      return "ready";
-    case scheduler::RequestStatus::rejected:
-      return "rejected";
-    case scheduler::RequestStatus::timed_out:
-      return "timed_out";
-    case scheduler::RequestStatus::cancelled:
-      return "cancelled";
-  }
-  return "unknown";
-}
-
-const char* name_of(scheduler::ServiceAction a) {
-  switch (a) {
-    case scheduler::ServiceAction::start:
-      return "start";
-    case scheduler::ServiceAction::stop:
-      return "stop";
-    case scheduler::ServiceAction::sleep:
-      return "sleep";
-    case scheduler::ServiceAction::wake:
-      return "wake";
-  }
-  return "unknown";
-}
-
-const char* name_of(policy::SvcState s) {
-  switch (s) {
-    case policy::SvcState::stopped:
-      return "stopped";
-    case policy::SvcState::starting:
-      return "starting";
-    case policy::SvcState::ready:
-      return "ready";
-    case policy::SvcState::sleeping:
-      return "sleeping";
-    case policy::SvcState::waking:
-      return "waking";
-    case policy::SvcState::stopping:
-      return "stopping";
-    case policy::SvcState::failed:
-      return "failed";
-  }
-  return "unknown";
-}
-
-const char* name_of(policy::ActionKind k) {
-  switch (k) {
-    case policy::ActionKind::sleep:
-      return "sleep";
-    case policy::ActionKind::stop:
-      return "stop";
-    case policy::ActionKind::wait_free:
-      return "wait_free";
-    case policy::ActionKind::start:
-      return "start";
-    case policy::ActionKind::wake:
-      return "wake";
-  }
-  return "unknown";
-}
-
-const char* name_of(policy::Outcome o) {
-  switch (o) {
-    case policy::Outcome::already_ready:
-      return "already_ready";
-    case policy::Outcome::in_progress:
-      return "in_progress";
-    case policy::Outcome::plan:
-      return "plan";
-    case policy::Outcome::wait:
-      return "wait";
-    case policy::Outcome::never_fits:
-      return "never_fits";
-  }
-  return "unknown";
-}
-
 const char* error_type(int http_status) {
   switch (http_status) {
     case 400:
@@ -148,7 +64,7 @@ json to_json(const scheduler::ServiceSnapshot& s) {
   return json{{"id", s.id},
               {"driver", s.driver},
               {"runner", s.runner},
-              {"state", name_of(s.state)},
+              {"state", policy::to_string(s.state)},
               {"gpu", s.gpu},
               {"port", s.port},
               {"vram_bytes", s.vram_bytes},
@@ -166,7 +82,7 @@ json to_json(const scheduler::ServiceSnapshot& s) {
 
 json to_json(const scheduler::RequestOutcome& o) {
   json j{{"request_id", o.request_id},
-         {"status", name_of(o.status)},
+         {"status", scheduler::to_string(o.status)},
          {"http_status", o.http_status},
          {"message", o.message},
          {"service", o.service},
@@ -178,8 +94,9 @@ json to_json(const scheduler::RequestOutcome& o) {
 }
 
 json to_json(const scheduler::RequestInfo& info) {
-  json j{{"request_id", info.request_id},  {"model", info.model},       {"service", info.service},
-         {"status", name_of(info.status)}, {"priority", info.priority}, {"age_s", info.age_seconds}};
+  json j{{"request_id", info.request_id}, {"model", info.model},
+         {"service", info.service},       {"status", scheduler::to_string(info.status)},
+         {"priority", info.priority},     {"age_s", info.age_seconds}};
   if (info.outcome) j["outcome"] = to_json(*info.outcome);
   return j;
 }
@@ -216,39 +133,11 @@ json to_json(const scheduler::ReloadResult& r) {
 json to_json(const scheduler::DryRun& d, const std::string& model) {
   json actions = json::array();
   for (const auto& a : d.plan.actions) {
-    actions.push_back(json{{"kind", name_of(a.kind)}, {"gpu", a.gpu}, {"bytes", a.bytes}});
+    actions.push_back(json{{"kind", policy::to_string(a.kind)}, {"gpu", a.gpu}, {"bytes", a.bytes}});
   }
-  return json{{"model", model},    {"service", d.service},    {"outcome", name_of(d.plan.outcome)},
+  return json{{"model", model},    {"service", d.service},    {"outcome", policy::to_string(d.plan.outcome)},
               {"gpu", d.plan.gpu}, {"reason", d.plan.reason}, {"steps", d.steps},
               {"actions", actions}};
-}
-
-const config::Preset* find_preset_by_id(const config::Config& cfg, const std::string& id) {
-  for (const auto& p : cfg.presets) {
-    if (p.id == id) return &p;
-  }
-  return nullptr;
-}
-
-const config::Mode* find_mode_by_id(const config::Config& cfg, const std::string& id) {
-  for (const auto& m : cfg.modes) {
-    if (m.id == id) return &m;
-  }
-  return nullptr;
-}
-
-const config::Preset* find_preset_for_model(const config::Config& cfg, const std::string& model) {
-  if (const auto* p = find_preset_by_id(cfg, model)) return p;
-  for (const auto& p : cfg.presets) {
-    if (!p.model_id.empty() && p.model_id == model) return &p;
-  }
-  for (const auto& p : cfg.presets) {
-    if (std::find(p.aliases.begin(), p.aliases.end(), model) != p.aliases.end()) return &p;
-  }
-  for (const auto& p : cfg.presets) {
-    if (std::find(p.models.begin(), p.models.end(), model) != p.models.end()) return &p;
-  }
-  return nullptr;
 }
 
 }  // namespace gpumod::api

@@ -219,7 +219,7 @@ class Proxy {
         std::string state = "stopped";
         if (snap) {
           for (const auto& s : snap->services) {
-            if (s.id == p.id) state = name_of(s.state);
+            if (s.id == p.id) state = policy::to_string(s.state);
           }
         }
         auto add = [&](const std::string& name, const char* kind) {
@@ -299,7 +299,7 @@ class Proxy {
       return std::nullopt;
     }
     p.cfg = ctx_.control->config();
-    p.preset = p.cfg ? find_preset_for_model(*p.cfg, model) : nullptr;
+    p.preset = p.cfg ? p.cfg->resolve_model(model) : nullptr;
     if (p.preset == nullptr) {
       send_error(res, 404, "unknown model '" + model + "'; GET /v1/models lists the models gpumod serves");
       return std::nullopt;

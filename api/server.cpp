@@ -146,7 +146,7 @@ std::string ready_answer(const scheduler::RequestOutcome& o) {
   out += R"(,"service":)";
   append_json_string(out, o.service);
   out += R"(,"status":)";
-  append_json_string(out, name_of(o.status));
+  append_json_string(out, scheduler::to_string(o.status));
   out += R"(,"waited_s":)";
   std::array<char, 32> num{};
   auto [end, ec] = std::to_chars(num.data(), num.data() + num.size(), o.waited_seconds);
@@ -295,11 +295,12 @@ class Handlers {
       return;
     }
     const int code = o.http_status >= 400 ? o.http_status : 500;
-    std::string message = o.message.empty() ? std::string("request ") + name_of(o.status) : o.message;
+    std::string message =
+        o.message.empty() ? std::string("request ") + scheduler::to_string(o.status) : o.message;
     if (code == 503) res.set_header("Retry-After", std::to_string(std::max(1, o.retry_after_seconds)));
     json body = error_body(code, message, request_id_of(res));
     body["request_id"] = o.request_id;
-    body["status"] = name_of(o.status);
+    body["status"] = scheduler::to_string(o.status);
     send_json(res, code, body);
   }
 
@@ -361,7 +362,7 @@ class Handlers {
   void unit_file(const std::string& id, HttpResponse& res) {
     if (!check_name("service id", id, res)) return;
     auto cfg = config_or_empty();
-    if (find_preset_by_id(*cfg, id) == nullptr) {
+    if (cfg->find_preset(id) == nullptr) {
       send_error(res, 404, "unknown service '" + id + "'; configured: " + name_list(service_ids(*cfg)));
       return;
     }
@@ -376,7 +377,7 @@ class Handlers {
   void service_action(const std::string& id, const std::string& action_name, HttpResponse& res) {
     if (!check_name("service id", id, res)) return;
     auto cfg = config_or_empty();
-    const auto* preset = find_preset_by_id(*cfg, id);
+    const auto* preset = cfg->find_preset(id);
     if (preset == nullptr) {
       send_error(res, 404, "unknown service '" + id + "'; configured: " + name_list(service_ids(*cfg)));
       return;
@@ -423,13 +424,13 @@ class Handlers {
   void switch_mode(const std::string& id, HttpResponse& res) {
     if (!check_name("mode id", id, res)) return;
     auto cfg = config_or_empty();
-    const auto* mode = find_mode_by_id(*cfg, id);
+    const auto* mode = cfg->find_mode(id);
     if (mode == nullptr) {
       send_error(res, 404, "unknown mode '" + id + "'; configured: " + name_list(mode_ids(*cfg)));
       return;
     }
     std::vector<const config::Preset*> starts;
-    for (const auto& svc : mode->services) starts.push_back(find_preset_by_id(*cfg, svc));
+    for (const auto& svc : mode->services) starts.push_back(cfg->find_preset(svc));
     auto future = ctx_.control->switch_mode(id);
     const auto why = wait_with_deadline(ctx_, future, operation_budget(ctx_, *cfg, starts));
     if (why != WaitResult::ready) {
@@ -477,7 +478,7 @@ class Handlers {
     const std::string model = req.param("model");
     if (!check_name("model", model, res)) return;
     auto cfg = config_or_empty();
-    if (find_preset_for_model(*cfg, model) == nullptr) {
+    if (cfg->resolve_model(model) == nullptr) {
       send_error(res, 404, "unknown model '" + model + "'; GET /v1/models lists the models gpumod serves");
       return;
     }
@@ -618,7 +619,7 @@ ApiServer::~ApiServer() {
 Result<int> ApiServer::bind() {
   const auto& opts = impl_->ctx.options;
   const bool have_token = opts.api_token && !opts.api_token->empty();
-  if (!is_loopback_host(opts.host) && !have_token) {
+  if (!config::is_loopback_host(opts.host) && !have_token) {
     return make_error(
         "refusing to listen on " + opts.host +
         ": it is not a loopback address and no api_token is configured; set api_token "

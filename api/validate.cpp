@@ -1,7 +1,5 @@
 #include "api/validate.hpp"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -187,22 +185,6 @@ Result<RequestBody> parse_request_body(std::string_view body) {
   }
   if (!have_model) return make_error("field 'model' is required, e.g. {\"model\": \"qwen3-coder\"}");
   return out;
-}
-
-bool is_loopback_host(std::string_view host) {
-  if (host == "localhost") return true;
-  std::string h(host);
-  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  in_addr v4{};
-  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {
-    return (ntohl(v4.s_addr) >> 24) == 127;
-  }
-  in6_addr v6{};
-  if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
-    static const in6_addr loopback = IN6ADDR_LOOPBACK_INIT;
-    return IN6_ARE_ADDR_EQUAL(&v6, &loopback);
-  }
-  return false;
 }
 
 bool tokens_equal(std::string_view a, std::string_view b) {

@@ -45,8 +45,6 @@ struct RequestBody {
 // Unknown fields are errors (a typo such as "timout_s" must not be silently ignored).
 Result<RequestBody> parse_request_body(std::string_view body);
 
-// 127.0.0.0/8, ::1 and "localhost".
-bool is_loopback_host(std::string_view host);
 // Compares in time that depends only on the lengths, not on where the strings differ.
 bool tokens_equal(std::string_view a, std::string_view b);
 // The token of an "Authorization: Bearer <token>" header value, if it has that form.

@@ -39,36 +39,43 @@ struct SourceLoc {
   int line = 0;  // 1-based; 0 when unknown (embedded default)
 };
 
-struct Preset {
-  // --- predecessor keys ---
-  std::string id;
-  std::string name;
-  Driver driver = Driver::generic;
-  int port = 0;
-  std::int64_t vram_mb = 0;
-  std::optional<int> context_size;
-  std::optional<double> kv_cache_per_1k;
-  std::string model_id;
-  std::string model_path;
-  std::string health_endpoint = "/health";
-  std::chrono::seconds startup_timeout{120};
-  bool supports_sleep = false;
-  SleepMode sleep_mode = SleepMode::none;
-  std::string unit_template;                     // a systemd unit name (may hold "%i"-style vars)
-  std::map<std::string, std::string> unit_vars;  // open map, $VAR / $HOME expanded at load
-  // --- gpumod keys ---
-  RunnerKind runner = RunnerKind::process;
-  std::vector<std::string> cmd;  // explicit argv; empty => rendered from driver
-  std::map<std::string, std::string> env;
-  int priority = 50;                               // higher wins; 0..100
-  bool pinned = false;                             // never evicted
-  std::optional<std::chrono::seconds> keep_alive;  // idle time before it may be slept/stopped
-  std::vector<int> gpus;                           // allowed GPU indexes; empty => any
-  std::vector<std::string> aliases;                // other names that resolve to this service
-  std::vector<std::string> models;                 // models a llama.cpp router serves
-  std::optional<std::int64_t> sleep_vram_mb;       // memory still held while asleep (residual)
-  std::optional<std::string> sleep_url;            // generic/fastapi: POST to sleep
-  std::optional<std::string> wake_url;             // generic/fastapi: POST to wake
+// The keys a service is launched and driven with. A reload that changes any of them restarts
+// the service (the running process was started with the old ones); every other preset key
+// applies at once. A key added here is compared by the defaulted ==, so none can be forgotten.
+// (p) marks a key of the predecessor's format, (g) one of gpumod's own.
+struct LaunchSettings {
+  Driver driver = Driver::generic;               // (p)
+  int port = 0;                                  // (p)
+  std::int64_t vram_mb = 0;                      // (p)
+  std::optional<int> context_size;               // (p)
+  std::string model_id;                          // (p)
+  std::string model_path;                        // (p)
+  std::string health_endpoint = "/health";       // (p)
+  std::chrono::seconds startup_timeout{120};     // (p)
+  bool supports_sleep = false;                   // (p)
+  SleepMode sleep_mode = SleepMode::none;        // (p)
+  std::string unit_template;                     // (p) a systemd unit name (may hold "%i"-style vars)
+  std::map<std::string, std::string> unit_vars;  // (p) open map, $VAR / $HOME expanded at load
+  RunnerKind runner = RunnerKind::process;       // (g)
+  std::vector<std::string> cmd;                  // (g) explicit argv; empty => rendered from driver
+  std::map<std::string, std::string> env;        // (g)
+  std::vector<int> gpus;                         // (g) allowed GPU indexes; empty => any
+  std::vector<std::string> models;               // (g) models a llama.cpp router serves
+  std::optional<std::int64_t> sleep_vram_mb;     // (g) memory still held while asleep (residual)
+  std::optional<std::string> sleep_url;          // (g) generic/fastapi: POST to sleep
+  std::optional<std::string> wake_url;           // (g) generic/fastapi: POST to wake
+
+  bool operator==(const LaunchSettings&) const = default;
+};
+
+struct Preset : LaunchSettings {
+  std::string id;                                  // (p)
+  std::string name;                                // (p)
+  std::optional<double> kv_cache_per_1k;           // (p)
+  int priority = 50;                               // (g) higher wins; 0..100
+  bool pinned = false;                             // (g) never evicted
+  std::optional<std::chrono::seconds> keep_alive;  // (g) idle time before it may be slept/stopped
+  std::vector<std::string> aliases;                // (g) other names that resolve to this service
 
   SourceLoc loc;
   std::map<std::string, SourceLoc> key_locs;  // per key, for later cross-check messages
@@ -200,7 +207,8 @@ struct HostPort {
 };
 // "HOST:PORT" or "[IPv6]:PORT".
 Result<HostPort> parse_host_port(const std::string& text);
-// localhost, 127.0.0.0/8 and ::1.
-bool is_loopback_host(const std::string& host);
+// localhost, an IPv4 address in 127.0.0.0/8, and ::1 (also as "[::1]"): the one rule for
+// `config check` and for serve's refusal to listen beyond this host without a token.
+bool is_loopback_host(std::string_view host);
 
 }  // namespace gpumod::config

@@ -18,6 +18,8 @@
 #include <sstream>
 #include <utility>
 
+#include "policy/planner.hpp"
+
 namespace gpumod::exporter {
 
 namespace {
@@ -61,6 +63,15 @@ double now_unix_seconds() {
 }
 
 }  // namespace
+
+const std::vector<std::string>& service_states() {
+  static const std::vector<std::string> states = [] {
+    std::vector<std::string> names;
+    for (const auto s : policy::kAllSvcStates) names.emplace_back(policy::to_string(s));
+    return names;
+  }();
+  return states;
+}
 
 const std::vector<std::string>& rejection_reasons() {
   static const std::vector<std::string> reasons = {"queue_full",   "never_fits",  "unknown_model",
@@ -619,14 +630,6 @@ std::string Metrics::render() const {
 
 prometheus::Registry& Metrics::registry() {
   return *impl_->registry;
-}
-
-std::string landing_page() {
-  return "<!DOCTYPE html>\n<html><head><title>gpumod</title></head><body>\n"
-         "<h1>gpumod</h1>\n<p>GPU scheduler for local model servers.</p>\n"
-         "<ul>\n<li><a href=\"/metrics\">Metrics</a> (Prometheus text format)</li>\n"
-         "<li><a href=\"/status\">Status</a> (JSON)</li>\n"
-         "<li><a href=\"/healthz\">Health</a></li>\n</ul>\n</body></html>\n";
 }
 
 }  // namespace gpumod::exporter

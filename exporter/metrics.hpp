@@ -26,12 +26,9 @@ struct BuildInfo {
   std::string compiler;
 };
 
-// The service states, in the order they are exported as gpumod_service_state{state=...}.
-inline const std::vector<std::string>& service_states() {
-  static const std::vector<std::string> states = {"stopped", "starting", "ready", "sleeping",
-                                                  "waking",  "stopping", "failed"};
-  return states;
-}
+// The service states (policy's SvcState names, in its order), exported as
+// gpumod_service_state{state=...}.
+const std::vector<std::string>& service_states();
 
 // Rejection reasons whose gpumod_request_rejections_total series exist (at 0) from the start.
 // inc_rejection() accepts other reasons too; keep them to a small fixed set.
@@ -41,9 +38,6 @@ const std::vector<std::string>& eviction_actions();
 // The /v1 endpoints whose gpumod_proxy_requests_total{endpoint,code="200"} series are created
 // at 0 with each service; pass these exact strings to inc_proxied_request().
 const std::vector<std::string>& proxy_endpoints();
-
-// HTML for the daemon's landing page at "/", linking /metrics.
-std::string landing_page();
 
 class Metrics {
  public:

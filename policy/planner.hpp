@@ -4,6 +4,7 @@
 // docs/policy.md.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -24,6 +25,10 @@ struct GpuView {
 };
 
 enum class SvcState { stopped, starting, ready, sleeping, waking, stopping, failed };
+// Every state, in declaration order: the one list that metrics and views iterate.
+inline constexpr std::array<SvcState, 7> kAllSvcStates = {
+    SvcState::stopped, SvcState::starting, SvcState::ready, SvcState::sleeping,
+    SvcState::waking,  SvcState::stopping, SvcState::failed};
 const char* to_string(SvcState s);
 
 struct ServiceView {

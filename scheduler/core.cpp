@@ -148,13 +148,7 @@ struct ModeJob {
 };
 
 bool same_launch(const config::Preset& a, const config::Preset& b) {
-  return a.driver == b.driver && a.port == b.port && a.vram_mb == b.vram_mb &&
-         a.context_size == b.context_size && a.model_id == b.model_id && a.model_path == b.model_path &&
-         a.health_endpoint == b.health_endpoint && a.startup_timeout == b.startup_timeout &&
-         a.supports_sleep == b.supports_sleep && a.sleep_mode == b.sleep_mode &&
-         a.unit_template == b.unit_template && a.unit_vars == b.unit_vars && a.runner == b.runner &&
-         a.cmd == b.cmd && a.env == b.env && a.gpus == b.gpus && a.models == b.models &&
-         a.sleep_vram_mb == b.sleep_vram_mb && a.sleep_url == b.sleep_url && a.wake_url == b.wake_url;
+  return static_cast<const config::LaunchSettings&>(a) == static_cast<const config::LaunchSettings&>(b);
 }
 
 }  // namespace
@@ -1754,6 +1748,9 @@ struct SchedulerCore::Impl {
       s.retire = false;
       if (same_launch(*s.preset, p)) {
         s.preset = std::make_shared<const config::Preset>(p);  // priority, pinning, aliases... at once
+        // A change that was waiting for the service to go idle and is now reverted: the process
+        // runs with what the file says again, so it must not be restarted with the old change.
+        s.restart_with.reset();
         continue;
       }
       r.changed.push_back(p.id);

@@ -104,14 +104,6 @@ TEST(RequestId, GeneratedIdsAreUniqueAndAcceptable) {
   EXPECT_EQ(ids.size(), 1000U);
 }
 
-TEST(Loopback, OnlyLoopbackAddressesCount) {
-  for (const char* h : {"127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"})
-    EXPECT_TRUE(is_loopback_host(h)) << h;
-  for (const char* h : {"0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "example.com", "", "128.0.0.1"}) {
-    EXPECT_FALSE(is_loopback_host(h)) << h;
-  }
-}
-
 TEST(Tokens, CompareExactly) {
   EXPECT_TRUE(tokens_equal("s3cret", "s3cret"));
   EXPECT_FALSE(tokens_equal("s3cret", "s3cres"));

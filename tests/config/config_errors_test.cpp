@@ -307,6 +307,14 @@ std::vector<BadCase> cases() {
        1,
        "listen",
        "is not a loopback address and no api_token is set"},
+      // Only what serve would call loopback (an IPv4 address in 127/8, ::1, localhost) counts:
+      // a name that merely starts with "127." does not.
+      {"listen_host_looking_like_loopback",
+       {{D, "listen: \"127.foo:7979\"\n"}, {P, kA}},
+       D,
+       1,
+       "listen",
+       "'127.foo' is not a loopback address and no api_token is set"},
       {"listen_without_port", {{D, "listen: localhost\n"}, {P, kA}}, D, 1, "listen", "is not HOST:PORT"},
       {"listen_bare_number", {{D, "listen: 7979\n"}, {P, kA}}, D, 1, "listen", "is not HOST:PORT"},
       {"bad_probe",

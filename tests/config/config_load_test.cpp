@@ -634,12 +634,15 @@ TEST(ConfigText, HostPort) {
   for (const char* bad : {"7979", ":7979", "host:", "host:65536", "host:http", "::1:80", "[::1]80"}) {
     EXPECT_FALSE(parse_host_port(bad).ok()) << bad;
   }
-  EXPECT_TRUE(is_loopback_host("127.0.0.1"));
-  EXPECT_TRUE(is_loopback_host("127.1.2.3"));
-  EXPECT_TRUE(is_loopback_host("localhost"));
-  EXPECT_TRUE(is_loopback_host("::1"));
-  EXPECT_FALSE(is_loopback_host("0.0.0.0"));
-  EXPECT_FALSE(is_loopback_host("192.168.1.5"));
+}
+
+TEST(ConfigText, OnlyLoopbackAddressesCountAsLoopback) {
+  for (const char* h : {"127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"})
+    EXPECT_TRUE(is_loopback_host(h)) << h;
+  for (const char* h : {"0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "example.com", "", "128.0.0.1",
+                        "127.foo", "127.0.0.1.example.com", "::2"}) {
+    EXPECT_FALSE(is_loopback_host(h)) << h;
+  }
 }
 
 TEST(ConfigText, DiagnosticForms) {

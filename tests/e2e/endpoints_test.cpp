@@ -49,7 +49,16 @@ TEST_F(Endpoints, ControlApiSuccessAndErrorPaths) {
 
   // Basics: health, landing page, unknown path, wrong method, request ids.
   EXPECT_EQ(d.get("/healthz").obj().value("status", ""), "ok");
-  EXPECT_NE(d.get("/").body.find("/metrics"), std::string::npos);
+  {
+    // The one landing page: HTML that links what a person opening the daemon looks for.
+    auto landing = d.get("/");
+    EXPECT_EQ(landing.status, 200);
+    EXPECT_NE(landing.headers["Content-Type"].find("text/html"), std::string::npos)
+        << landing.headers["Content-Type"];
+    for (const char* link :
+         {"href=\"/status\"", "href=\"/metrics\"", "href=\"/v1/models\"", "href=\"/healthz\""})
+      EXPECT_NE(landing.body.find(link), std::string::npos) << link;
+  }
   auto unknown = d.get("/nope");
   EXPECT_EQ(unknown.status, 404);
   EXPECT_EQ(error_type(unknown), "not_found");

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <sstream>
 
 #include "exporter/metrics.hpp"
@@ -601,6 +602,53 @@ TEST(Core, ChangedServiceIsRestartedOnceIdle) {
   rig.settle();
   ASSERT_TRUE(rig.run_until([&] { return rig.world.starts("coder") == 2 && rig.ready("coder"); }));
   EXPECT_EQ(rig.world.stops("coder"), 1);
+}
+
+TEST(Core, ReloadRestartsForLaunchKeysOnlyAndAppliesTheRestAtOnce) {
+  Rig rig(make_config({preset("coder", 10000, 7070)}), {kCard});
+  rig.submit("r0", "coder", std::nullopt, std::nullopt, true);  // busy: restarts wait for it
+  ASSERT_TRUE(rig.run_until([&] { return rig.done("r0"); }));
+  // Keys the process was not started with: applied without a restart.
+  auto same = preset("coder", 10000, 7070, 80);
+  same.aliases = {"the-coder"};
+  same.pinned = true;
+  same.keep_alive = std::chrono::seconds(600);
+  same.kv_cache_per_1k = 96.5;
+  config::LoadResult first;
+  first.config = make_config({same});
+  auto t = rig.reload(first);
+  ASSERT_TRUE(rig.reloads.at(t).ok) << rig.reloads.at(t).message;
+  EXPECT_TRUE(rig.reloads.at(t).changed.empty());
+  EXPECT_EQ(rig.core->config().resolve_model("the-coder")->id, "coder");
+  // Each launch key alone is a change that restarts; reverting it before the restart happened
+  // cancels the restart (the process already runs with what the file says again).
+  const std::vector<std::pair<const char*, std::function<void(config::Preset&)>>> launch_keys = {
+      {"env", [](config::Preset& p) { p.env["LLAMA_ARG_THREADS"] = "4"; }},
+      {"health_endpoint", [](config::Preset& p) { p.health_endpoint = "/v1/models"; }},
+      {"context_size", [](config::Preset& p) { p.context_size = 8192; }},
+      {"sleep_url", [](config::Preset& p) { p.sleep_url = "http://127.0.0.1:7070/sleep"; }},
+      {"unit_vars", [](config::Preset& p) { p.unit_vars["models_dir"] = "/srv/models"; }},
+  };
+  for (const auto& [key, change] : launch_keys) {
+    auto next = same;
+    change(next);
+    config::LoadResult r;
+    r.config = make_config({next});
+    t = rig.reload(r);
+    ASSERT_TRUE(rig.reloads.at(t).ok) << key << ": " << rig.reloads.at(t).message;
+    EXPECT_EQ(rig.reloads.at(t).changed, std::vector<std::string>{"coder"}) << key;
+    config::LoadResult back;
+    back.config = make_config({same});
+    t = rig.reload(back);
+    ASSERT_TRUE(rig.reloads.at(t).ok) << key << ": " << rig.reloads.at(t).message;
+    EXPECT_TRUE(rig.reloads.at(t).changed.empty()) << key;
+  }
+  rig.core->release_lease(*rig.outcome("r0").lease, rig.now());
+  rig.settle();
+  rig.run_for(2s);
+  EXPECT_EQ(rig.world.starts("coder"), 1) << "a reverted change must not restart the service";
+  EXPECT_EQ(rig.world.stops("coder"), 0);
+  EXPECT_TRUE(rig.ready("coder"));
 }
 
 TEST(Core, AdoptsRunningServicesFromRunnersAndStateFile) {
