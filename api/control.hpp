@@ -9,8 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "base/result.hpp"
 #include "config/config.hpp"
-#include "config/result.hpp"
 #include "scheduler/scheduler.hpp"
 
 namespace gpumod::exporter {

@@ -1,6 +1,6 @@
 // Internal to api/: what the control handlers (server.cpp) and the /v1 proxy (proxy.cpp)
 // share: the Control, the options, the shutdown flag, the upstream connection pool and small
-// response helpers over the transport's types (api/http_message.hpp).
+// response helpers over the transport's types (http/message.hpp).
 #pragma once
 
 #include <atomic>
@@ -11,21 +11,25 @@
 #include <string>
 
 #include "api/control.hpp"
-#include "api/http_message.hpp"
-#include "api/http_server.hpp"
 #include "api/server.hpp"
-#include "api/upstream.hpp"
+#include "http/message.hpp"
+#include "http/server.hpp"
+#include "http/upstream.hpp"
 
 namespace gpumod::api {
 
 using http::HttpRequest;
 using http::HttpResponse;
+using http::parse_endpoint;
+using http::UpstreamCall;
+using http::UpstreamFailure;
+using http::UpstreamPool;
 
 struct Context {
   std::shared_ptr<Control> control;
   ServerOptions options;
   std::atomic<bool> stopping{false};
-  // The proxy's keep-alive connections to the services (loop thread only; api/upstream.hpp).
+  // The proxy's keep-alive connections to the services (loop thread only; http/upstream.hpp).
   std::unique_ptr<UpstreamPool> upstreams;
 };
 

@@ -3,8 +3,8 @@
 // its answer back (SSE chunk by chunk when "stream": true). The lease is released when the
 // upstream call ends or the client goes away.
 //
-// Threads: everything runs on the HTTP server's loop thread (api/http_async.hpp): the request
-// is parsed and the lease taken inline, the upstream call (api/upstream.hpp) and the answer are
+// Threads: everything runs on the HTTP server's loop thread (http/async.hpp): the request
+// is parsed and the lease taken inline, the upstream call (http/upstream.hpp) and the answer are
 // loop callbacks. When the model is ready the lease comes at once from the scheduler's lease
 // gate, so a proxied call never leaves the loop thread. Only a call whose model must first be
 // loaded waits on a worker thread (the scheduler answers through a future), and then comes
@@ -143,7 +143,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
         client_->send();
       }
     } else if (streaming_) {
-      spdlog::info("proxy: stream from '{}' ended early: {} ({})", service_, to_string(failure), detail);
+      spdlog::info("proxy: stream from '{}' ended early: {} ({})", service_, http::to_string(failure),
+                   detail);
       client_->finish(false);  // the client sees a truncated stream
     } else {
       auto [code, message] = failure_answer(failure, detail);
@@ -184,8 +185,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
         return {502, "cannot connect to " + who + " (" + detail +
                          "); it may have just exited: check GET /services/" + service_};
       default:
-        return {502,
-                who + " failed while answering (" + std::string(to_string(failure)) + ": " + detail + ")"};
+        return {502, who + " failed while answering (" + std::string(http::to_string(failure)) + ": " +
+                         detail + ")"};
     }
   }
 

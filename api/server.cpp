@@ -1,4 +1,4 @@
-// The control API on gpumod's own HTTP server (api/http_server.hpp): routes, the request-id /
+// The control API on gpumod's own HTTP server (http/server.hpp): routes, the request-id /
 // auth step that runs before routing, the JSON error shape for everything the transport answers
 // on its own (400, 404, 405, 413, 431, 500), and the access log (one line per answer, with its
 // request id).
@@ -16,10 +16,10 @@
 
 #include "api/control.hpp"
 #include "api/http_context.hpp"
-#include "api/http_server.hpp"
 #include "api/json_view.hpp"
 #include "api/validate.hpp"
-#include "config/utf8.hpp"
+#include "base/utf8.hpp"
+#include "http/server.hpp"
 
 namespace gpumod::api {
 
@@ -576,7 +576,7 @@ struct ApiServer::Impl {
       case 400:
       case 501:
       case 505:
-        // The transport's parser says what is wrong in the body (api/http_request_parser.hpp);
+        // The transport's parser says what is wrong in the body (http/request_parser.hpp);
         // any input it quotes is escaped already.
         send_error(
             res, res.status,

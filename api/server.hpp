@@ -1,4 +1,4 @@
-// ApiServer: gpumod's HTTP face, on its own epoll HTTP/1.1 server (api/http_server.hpp; why
+// ApiServer: gpumod's HTTP face, on its own epoll HTTP/1.1 server (http/server.hpp; why
 // not cpp-httplib's server: docs/api.md). Serves the control API, /metrics, /healthz, the
 // landing page and the OpenAI-compatible proxy under /v1. Handlers never touch scheduler state
 // directly: they post to the Scheduler and wait on its futures, on worker threads; cheap reads
@@ -11,7 +11,7 @@
 #include <optional>
 #include <string>
 
-#include "config/result.hpp"
+#include "base/result.hpp"
 #include "exporter/metrics.hpp"
 #include "scheduler/scheduler.hpp"
 

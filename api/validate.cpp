@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "api/http_syntax.hpp"
+#include "http/syntax.hpp"
 
 namespace gpumod::api {
 

@@ -26,8 +26,8 @@
 #include <thread>
 #include <vector>
 
-#include "api/buffered_log_sink.hpp"
 #include "api/server.hpp"
+#include "app/buffered_log_sink.hpp"
 #include "backends/command.hpp"
 #include "backends/driver.hpp"
 #include "backends/gpu_probe.hpp"
@@ -141,8 +141,8 @@ void setup_logging(const std::string& level, bool each_line) {
     // Tools that time events by when a line arrives (bench/gpu_release) need it unbatched.
     logger = spdlog::stderr_logger_mt("gpumod");
   } else {
-    // A file or pipe: buffered, since the API logs a line per request (api/buffered_log_sink.hpp).
-    logger = std::make_shared<spdlog::logger>("gpumod", api::make_buffered_stderr_sink());
+    // A file or pipe: buffered, since the API logs a line per request (app/buffered_log_sink.hpp).
+    logger = std::make_shared<spdlog::logger>("gpumod", make_buffered_stderr_sink());
   }
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level));

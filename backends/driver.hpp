@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "base/result.hpp"
 #include "config/config.hpp"
-#include "config/result.hpp"
 
 namespace gpumod::backends {
 

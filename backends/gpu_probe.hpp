@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "config/clock.hpp"
+#include "base/clock.hpp"
+#include "base/result.hpp"
 #include "config/config.hpp"
-#include "config/result.hpp"
 
 namespace gpumod::backends {
 

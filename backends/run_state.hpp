@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "backends/runner.hpp"
-#include "config/result.hpp"
+#include "base/result.hpp"
 
 namespace gpumod::backends::run_state {
 

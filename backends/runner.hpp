@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "config/result.hpp"
+#include "base/result.hpp"
 
 namespace gpumod::backends {
 

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "config/result.hpp"
+#include "base/result.hpp"
 
 namespace gpumod::config {
 

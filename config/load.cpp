@@ -12,8 +12,8 @@
 
 #include <yaml-cpp/eventhandler.h>
 
+#include "base/utf8.hpp"
 #include "config/parse.hpp"
-#include "config/utf8.hpp"
 
 namespace gpumod::config {
 namespace {

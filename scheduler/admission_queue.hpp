@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "config/clock.hpp"
+#include "base/clock.hpp"
 
 namespace gpumod::scheduler {
 

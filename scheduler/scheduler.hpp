@@ -18,9 +18,9 @@
 #include "backends/gpu_probe.hpp"
 #include "backends/port_owner.hpp"
 #include "backends/runner.hpp"
-#include "config/clock.hpp"
+#include "base/clock.hpp"
+#include "base/result.hpp"
 #include "config/config.hpp"
-#include "config/result.hpp"
 #include "exporter/metrics.hpp"
 #include "policy/planner.hpp"
 

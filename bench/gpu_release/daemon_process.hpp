@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "config/result.hpp"
+#include "base/result.hpp"
 
 namespace gpumod::gpu_release {
 

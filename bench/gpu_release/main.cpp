@@ -32,10 +32,10 @@
 
 #include "backends/gpu_probe.hpp"
 #include "backends/http_client.hpp"
+#include "base/clock.hpp"
 #include "bench/gpu_release/daemon_process.hpp"
 #include "bench/gpu_release/nvml_watch.hpp"
 #include "bench/gpu_release/stats.hpp"
-#include "config/clock.hpp"
 
 namespace gpumod::gpu_release {
 namespace {

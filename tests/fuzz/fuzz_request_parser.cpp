@@ -1,4 +1,4 @@
-// libFuzzer target: the strict request parser (api/http_request_parser.hpp) on any bytes. The
+// libFuzzer target: the strict request parser (http/request_parser.hpp) on any bytes. The
 // first byte picks the piece size the bytes arrive in; the rest is the wire. Checks, besides
 // the sanitizers: every request it takes is well-formed (method token, path, UTF-8 headers
 // without control bytes), every refusal has a status it documents and a printable reason, and
@@ -11,13 +11,13 @@
 #include <string_view>
 #include <vector>
 
-#include "api/http_request_parser.hpp"
-#include "api/http_syntax.hpp"
+#include "http/request_parser.hpp"
+#include "http/syntax.hpp"
 
 namespace {
 
-using gpumod::api::http::RequestLimits;
-using gpumod::api::http::RequestParser;
+using gpumod::http::RequestLimits;
+using gpumod::http::RequestParser;
 
 void check(bool ok) {
   if (!ok) std::abort();
@@ -54,15 +54,15 @@ std::vector<std::string> run(std::string_view wire, std::size_t step) {
         return out;
       }
       const auto& req = p.request();
-      check(gpumod::api::http::is_token(req.method));
+      check(gpumod::http::is_token(req.method));
       check(!req.path.empty() && (req.path.front() == '/' || req.path == "*"));
-      check(gpumod::api::http::valid_utf8(req.path));
+      check(gpumod::http::valid_utf8(req.path));
       check(req.body.size() <= limits.max_body_bytes);
       std::string summary = req.method + " " + req.path + " " + std::to_string(req.body.size());
       for (const auto& [k, v] : req.headers) {
-        check(gpumod::api::http::is_token(k));
-        check(gpumod::api::http::valid_utf8(v));
-        for (const char c : v) check(!gpumod::api::http::is_bad_text_char(c));
+        check(gpumod::http::is_token(k));
+        check(gpumod::http::valid_utf8(v));
+        for (const char c : v) check(!gpumod::http::is_bad_text_char(c));
         summary += " " + k + "=" + v;
       }
       summary += " " + req.body;

@@ -1,4 +1,4 @@
-// libFuzzer target: the upstream response parser (api/http_response_parser.hpp) on any bytes.
+// libFuzzer target: the upstream response parser (http/response_parser.hpp) on any bytes.
 // The first byte picks the piece size and whether the request was HEAD; the rest is what a
 // model server sent, followed by the server closing the connection. Checks, besides the
 // sanitizers: the outcome (head, body, done/failed, reusable) does not depend on the split, and
@@ -9,11 +9,11 @@
 #include <string>
 #include <string_view>
 
-#include "api/http_response_parser.hpp"
+#include "http/response_parser.hpp"
 
 namespace {
 
-using gpumod::api::http::ResponseParser;
+using gpumod::http::ResponseParser;
 
 void check(bool ok) {
   if (!ok) std::abort();

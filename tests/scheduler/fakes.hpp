@@ -19,7 +19,7 @@
 #include "backends/driver.hpp"
 #include "backends/gpu_probe.hpp"
 #include "backends/runner.hpp"
-#include "config/clock.hpp"
+#include "base/clock.hpp"
 #include "config/config.hpp"
 
 namespace gpumod::scheduler::testing {

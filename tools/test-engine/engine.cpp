@@ -25,7 +25,7 @@ constexpr std::size_t kEmbeddingDims = 16;
 // already far more than a benchmark needs; larger values are refused, not silently cut).
 constexpr std::int64_t kMaxReplyTokens = 100000;
 
-void send_json(api::http::HttpResponse& res, int status, const json& body) {
+void send_json(http::HttpResponse& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), "application/json");
 }
@@ -139,7 +139,7 @@ std::vector<std::string> query_values(std::string_view target, std::string_view 
   return values;
 }
 
-void send_model_not_found(api::http::HttpResponse& res, const std::string& model) {
+void send_model_not_found(http::HttpResponse& res, const std::string& model) {
   send_json(res, 404, llama_error(404, "model '" + model + "' not found", "not_found_error"));
 }
 
@@ -282,8 +282,8 @@ bool Engine::load() {
   return true;
 }
 
-void Engine::install(api::http::HttpServer& server) {
-  using api::http::HandlerKind;
+void Engine::install(http::HttpServer& server) {
+  using http::HandlerKind;
   // Handlers that only read state answer on the server's loop thread; those that wait
   // (--wake-ms), charge or free memory (files, CUDA) run on its workers. A streamed reply
   // always runs on a worker (the server moves it there).
@@ -693,7 +693,7 @@ void Engine::v1_generate(const Request& req, Response& res, bool chat) {
   toy->chat = chat;
   const auto gap = options_.stream_gap;
   res.content_type = "text/event-stream";
-  res.stream = [toy = std::move(toy), gap](api::http::StreamSink& sink) {
+  res.stream = [toy = std::move(toy), gap](http::StreamSink& sink) {
     while (!toy->finished()) {
       if (toy->next > 0 && gap.count() > 0) std::this_thread::sleep_for(gap);
       if (!sink.write(toy->take())) return false;  // the client left or the engine is stopping

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "api/http_server.hpp"
+#include "http/server.hpp"
 #include "tools/test-engine/memory.hpp"
 #include "tools/test-engine/options.hpp"
 
@@ -23,8 +23,8 @@ namespace gpumod::engine {
 
 class Engine {
  public:
-  using Request = api::http::HttpRequest;
-  using Response = api::http::HttpResponse;
+  using Request = http::HttpRequest;
+  using Response = http::HttpResponse;
 
   // `started` is when the process started: --load-ms counts from there, so the time the
   // engine spends getting up (probing the GPU, binding its port) is part of its load time.
@@ -34,7 +34,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Registers the routes of the configured protocol (before the server runs).
-  void install(api::http::HttpServer& server);
+  void install(http::HttpServer& server);
   // Single-model protocols: allocate and "load" until --load-ms after the start. Exits the
   // process on --crash-on-load. Returns false when a stop was requested meanwhile.
   bool load();

@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <string>
 
-#include "config/result.hpp"
+#include "base/result.hpp"
 
 namespace gpumod::engine {
 

@@ -15,8 +15,8 @@
 #include <filesystem>
 #include <optional>
 
-#include "api/http_server.hpp"
 #include "backends/gpu_probe.hpp"
+#include "http/server.hpp"
 #include "tools/test-engine/engine.hpp"
 #include "tools/test-engine/engine_memory.hpp"
 #include "tools/test-engine/memory.hpp"
@@ -79,7 +79,7 @@ int run(const Options& options, std::chrono::steady_clock::time_point started) {
   });
   signals.detach();
 
-  gpumod::api::http::HttpServerOptions http;
+  gpumod::http::HttpServerOptions http;
   http.host = options.host;
   http.port = options.port;
   // Workers run the routes that wait or touch memory, and each streamed reply while it
@@ -89,7 +89,7 @@ int run(const Options& options, std::chrono::steady_clock::time_point started) {
   // are closed after 5 s; request bodies are not capped in practice.
   http.idle_timeout = std::chrono::seconds(5);
   http.max_body_bytes = std::int64_t{1} << 30;
-  gpumod::api::http::HttpServer server(http);  // sets TCP_NODELAY on every connection
+  gpumod::http::HttpServer server(http);  // sets TCP_NODELAY on every connection
   engine.install(server);
   std::thread serving;
   auto start_serving = [&]() -> bool {

@@ -16,7 +16,7 @@
 #include <string>
 #include <thread>
 
-#include "config/result.hpp"
+#include "base/result.hpp"
 #include "tools/test-engine/engine_memory.hpp"
 
 namespace gpumod::engine {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "config/result.hpp"
+#include "base/result.hpp"
 
 namespace gpumod::engine {
 

@@ -1,13 +1,13 @@
-#include "api/http_response_parser.hpp"
+#include "http/response_parser.hpp"
 
 #include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <utility>
 
-#include "api/http_syntax.hpp"
+#include "http/syntax.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 namespace {
 
@@ -512,4 +512,4 @@ ResponseParser::Result ResponseParser::feed_eof() {
   return result();
 }
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

@@ -1,7 +1,7 @@
-// The strict request parser (api/http_request_parser.hpp): every rule it enforces, one table
+// The strict request parser (http/request_parser.hpp): every rule it enforces, one table
 // row each, fed whole and one byte at a time (the server loop hands it whatever recv() got), and
 // the requests it must take as they are.
-#include "api/http_request_parser.hpp"
+#include "http/request_parser.hpp"
 
 #include <gtest/gtest.h>
 
@@ -9,9 +9,9 @@
 #include <string_view>
 #include <vector>
 
-#include "api/http_syntax.hpp"
+#include "http/syntax.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 namespace {
 
 using namespace std::string_literals;
@@ -318,4 +318,4 @@ TEST(HttpRequestParser, Utf8CheckFollowsRfc3629) {
 }
 
 }  // namespace
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

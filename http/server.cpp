@@ -1,6 +1,6 @@
-// The epoll loop and the worker pool behind api/http_server.hpp (requests are parsed by
-// api/http_request_parser.hpp).
-#include "api/http_server.hpp"
+// The epoll loop and the worker pool behind http/server.hpp (requests are parsed by
+// http/request_parser.hpp).
+#include "http/server.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -28,12 +28,12 @@
 #include <thread>
 #include <unordered_map>
 
-#include "api/http_async.hpp"
-#include "api/http_request_parser.hpp"
-#include "api/http_response_parser.hpp"
-#include "api/http_syntax.hpp"
+#include "http/async.hpp"
+#include "http/request_parser.hpp"
+#include "http/response_parser.hpp"
+#include "http/syntax.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 namespace {
 
@@ -121,7 +121,7 @@ struct Connection : Pollable {
   std::string in;
   std::size_t in_pos = 0;
   bool in_worker = false;
-  // Parked: an async handler answers later through this Responder (api/http_async.hpp); no
+  // Parked: an async handler answers later through this Responder (http/async.hpp); no
   // request is read meanwhile. Loop thread only.
   std::shared_ptr<Responder> parked;
   bool closed = false;
@@ -1238,4 +1238,4 @@ void HttpServer::stop() {
   }
 }
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

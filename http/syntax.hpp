@@ -1,14 +1,14 @@
 // The character rules of HTTP/1.1 (RFC 9110 5.6, RFC 9112) that both of gpumod's parsers use
-// (api/http_request_parser.hpp for requests, api/http_response_parser.hpp for answers). Pure
+// (http/request_parser.hpp for requests, http/response_parser.hpp for answers). Pure
 // functions; any thread.
 #pragma once
 
 #include <string>
 #include <string_view>
 
-#include "config/utf8.hpp"
+#include "base/utf8.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 // tchar: what a method, a field name and a transfer coding are made of.
 bool is_token_char(char c);
@@ -22,7 +22,7 @@ bool is_bad_text_char(char c);
 // Optional whitespace (SP, HTAB) trimmed from both ends.
 std::string_view trim_ows(std::string_view s);
 
-// UTF-8 checks: the project's one copy is config/utf8.hpp.
+// UTF-8 checks: the project's one copy is base/utf8.hpp.
 using gpumod::utf8_error_offset;
 using gpumod::valid_utf8;
 
@@ -30,4 +30,4 @@ using gpumod::valid_utf8;
 // printable ASCII shown as \xNN, so a message can always be echoed (as JSON or in a log).
 std::string quoted(std::string_view s);
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

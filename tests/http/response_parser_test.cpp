@@ -1,7 +1,7 @@
-// The upstream response parser (api/http_response_parser.hpp): every rule is checked with the
+// The upstream response parser (http/response_parser.hpp): every rule is checked with the
 // response fed whole, one byte at a time and split in two at every point, since the proxy's
 // loop hands it whatever recv() returned.
-#include "api/http_response_parser.hpp"
+#include "http/response_parser.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 namespace {
 
 using ::testing::HasSubstr;
@@ -734,4 +734,4 @@ TEST(ResponseParserChunkDecoder, BodyLimit) {
 }
 
 }  // namespace
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

@@ -1,8 +1,8 @@
-#include "api/http_message.hpp"
+#include "http/message.hpp"
 
 #include <algorithm>
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 namespace {
 char lower(char c) {
@@ -91,4 +91,4 @@ const char* reason_phrase(int status) {
   }
 }
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

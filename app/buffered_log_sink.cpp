@@ -1,4 +1,4 @@
-#include "api/buffered_log_sink.hpp"
+#include "app/buffered_log_sink.hpp"
 
 #include <pthread.h>
 #include <spdlog/details/log_msg.h>
@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-namespace gpumod::api {
+namespace gpumod::app {
 
 namespace {
 
@@ -95,4 +95,4 @@ std::shared_ptr<spdlog::sinks::sink> make_buffered_stderr_sink(std::chrono::mill
   return std::make_shared<BufferedStderrSink>(interval);
 }
 
-}  // namespace gpumod::api
+}  // namespace gpumod::app

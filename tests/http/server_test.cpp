@@ -1,6 +1,6 @@
-// gpumod's HTTP/1.1 transport (api/http_server.hpp) over raw sockets: keep-alive, pipelining,
+// gpumod's HTTP/1.1 transport (http/server.hpp) over raw sockets: keep-alive, pipelining,
 // framing (Content-Length, chunked, neither), limits, streaming, idle connections and stop().
-#include "api/http_server.hpp"
+#include "http/server.hpp"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -22,7 +22,7 @@
 #include "tests/support/eventually.hpp"
 #include "tests/support/raw_http.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 namespace {
 
 using namespace std::chrono_literals;
@@ -494,4 +494,4 @@ TEST(HttpServer, StopBeforeRunMakesRunReturn) {
 }
 
 }  // namespace
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

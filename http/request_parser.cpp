@@ -1,4 +1,4 @@
-#include "api/http_request_parser.hpp"
+#include "http/request_parser.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -6,9 +6,9 @@
 #include <utility>
 #include <vector>
 
-#include "api/http_syntax.hpp"
+#include "http/syntax.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 namespace {
 
@@ -411,4 +411,4 @@ bool RequestParser::pick_framing() {
   return true;
 }
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

@@ -15,9 +15,9 @@
 #include <functional>
 #include <string_view>
 
-#include "api/http_message.hpp"
+#include "http/message.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 // The server's event loop, as handlers may use it.
 class Reactor {
@@ -84,4 +84,4 @@ class Responder {
   virtual void on_gone(Callback callback) = 0;
 };
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

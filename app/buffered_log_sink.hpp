@@ -11,9 +11,9 @@
 #include <chrono>
 #include <memory>
 
-namespace gpumod::api {
+namespace gpumod::app {
 
 std::shared_ptr<spdlog::sinks::sink> make_buffered_stderr_sink(
     std::chrono::milliseconds interval = std::chrono::milliseconds(100));
 
-}  // namespace gpumod::api
+}  // namespace gpumod::app

@@ -7,7 +7,7 @@
 //   * Non-blocking sockets, edge-triggered epoll, TCP_NODELAY on every accepted socket, listen
 //     backlog SOMAXCONN, keep-alive (HTTP/1.1 default; HTTP/1.0 only on "Connection:
 //     keep-alive"), "Connection: close", pipelined requests answered in order.
-//   * Requests are read by the strict parser (api/http_request_parser.hpp), which says what it
+//   * Requests are read by the strict parser (http/request_parser.hpp), which says what it
 //     refuses and with which status (400, 413, 431, 501, 505); a refused request is answered
 //     with the parser's reason and the connection is closed. Bodies by Content-Length or
 //     chunked; neither means an empty body (RFC 9112 6.3: what `curl -X POST URL` sends).
@@ -27,7 +27,7 @@
 //     returns the connection; the loop then goes on with requests the client pipelined. So
 //     answers stay in order and no thread is held by an idle connection.
 //   * An inline handler may also answer later without any thread (HttpResponse::async,
-//     api/http_async.hpp): the connection is parked on the loop, the handler's work goes on as
+//     http/async.hpp): the connection is parked on the loop, the handler's work goes on as
 //     fd and timer callbacks there, and the answer is written by the loop.
 //   * A connection is touched by exactly one thread at a time; the hand-offs (pool queue,
 //     return queue) are mutex-protected, which orders everything the other side wrote.
@@ -45,11 +45,11 @@
 #include <string>
 #include <vector>
 
-#include "api/http_async.hpp"
-#include "api/http_message.hpp"
-#include "config/result.hpp"
+#include "base/result.hpp"
+#include "http/async.hpp"
+#include "http/message.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
@@ -100,7 +100,7 @@ class HttpServer {
   // Safe from any thread, before, during or after run(); returns without waiting.
   void stop();
   [[nodiscard]] bool stopping() const { return stopping_.load(); }
-  // The loop as handlers may use it (api/http_async.hpp), for helpers that outlive one request
+  // The loop as handlers may use it (http/async.hpp), for helpers that outlive one request
   // (the proxy's upstream connection pool). Its loop-thread-only functions work once run() runs.
   Reactor& reactor();
 
@@ -111,4 +111,4 @@ class HttpServer {
   std::unique_ptr<Loop> loop_;
 };
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

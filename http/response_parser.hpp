@@ -12,9 +12,9 @@
 #include <string>
 #include <string_view>
 
-#include "api/http_message.hpp"
+#include "http/message.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 // Splits a byte stream into lines ending in LF (a CR right before the LF is dropped), whatever
 // pieces the stream arrives in. A line that lies whole inside one piece is handed back in place;
@@ -207,4 +207,4 @@ class ResponseParser {
   std::string error_;
 };
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

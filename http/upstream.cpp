@@ -1,5 +1,5 @@
-// UpstreamCall and UpstreamPool (api/upstream.hpp).
-#include "api/upstream.hpp"
+// UpstreamCall and UpstreamPool (http/upstream.hpp).
+#include "http/upstream.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,7 +13,7 @@
 #include <charconv>
 #include <cstring>
 
-namespace gpumod::api {
+namespace gpumod::http {
 
 namespace {
 
@@ -494,4 +494,4 @@ void UpstreamCall::detach() {
   connection_.reset();
 }
 
-}  // namespace gpumod::api
+}  // namespace gpumod::http

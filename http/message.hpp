@@ -1,4 +1,4 @@
-// Value types of gpumod's HTTP/1.1 server (api/http_server.hpp): one request as parsed off the
+// Value types of gpumod's HTTP/1.1 server (http/server.hpp): one request as parsed off the
 // wire and the response a handler fills in. Plain data plus small lookups; no I/O here.
 #pragma once
 
@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 // ASCII case-insensitive equality (header names, "chunked", "close").
 bool iequals(std::string_view a, std::string_view b);
@@ -53,7 +53,7 @@ struct HttpRequest {
   }
 };
 
-class Responder;  // api/http_async.hpp
+class Responder;  // http/async.hpp
 
 // Where a streaming response's producer writes its chunks (see HttpResponse::stream).
 class StreamSink {
@@ -86,7 +86,7 @@ struct HttpResponse {
   // inline and defers only when it has to wait).
   std::function<void(HttpRequest&, HttpResponse&)> deferred;
 
-  // Set by an inline handler that answers later without holding any thread (api/http_async.hpp):
+  // Set by an inline handler that answers later without holding any thread (http/async.hpp):
   // the server parks the connection and calls this on the loop thread with the Responder
   // through which the answer goes out.
   std::function<void(const std::shared_ptr<Responder>&)> async;
@@ -102,4 +102,4 @@ struct HttpResponse {
 // "OK", "Not Found", ... ("" for codes it does not know).
 const char* reason_phrase(int status);
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

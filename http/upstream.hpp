@@ -1,5 +1,5 @@
 // The /v1 proxy's calls to model servers, run on the HTTP server's loop thread
-// (api/http_async.hpp): a non-blocking connect, the request written as one buffer, the answer
+// (http/async.hpp): a non-blocking connect, the request written as one buffer, the answer
 // read through ResponseParser as it arrives, keep-alive connections reused per endpoint, and
 // connect/read timeouts as loop timers. Everything happens on the one thread that read the
 // client's request, so a proxied call pays for no thread hand-off (bench/README.md "HTTP").
@@ -25,12 +25,12 @@
 #include <string_view>
 #include <vector>
 
-#include "api/http_async.hpp"
-#include "api/http_message.hpp"
-#include "api/http_response_parser.hpp"
-#include "config/result.hpp"
+#include "base/result.hpp"
+#include "http/async.hpp"
+#include "http/message.hpp"
+#include "http/response_parser.hpp"
 
-namespace gpumod::api {
+namespace gpumod::http {
 
 // Where a service answers: "http://127.0.0.1:8080" as the scheduler reports endpoints.
 struct UpstreamAddress {
@@ -160,4 +160,4 @@ class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
   http::Reactor::Id read_timer_ = 0;
 };
 
-}  // namespace gpumod::api
+}  // namespace gpumod::http

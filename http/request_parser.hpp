@@ -1,5 +1,5 @@
 // Strict, incremental HTTP/1.1 request parser (RFC 9112, RFC 9110) for gpumod's server loop
-// (api/http_server.hpp). No I/O: the loop hands it the bytes a connection has buffered; it says
+// (http/server.hpp). No I/O: the loop hands it the bytes a connection has buffered; it says
 // when a request is complete, or why the bytes are not one. Only requests that pass it reach a
 // handler, so every header the proxy forwards upstream has passed it too.
 //
@@ -32,10 +32,10 @@
 #include <string>
 #include <string_view>
 
-#include "api/http_message.hpp"
-#include "api/http_response_parser.hpp"
+#include "http/message.hpp"
+#include "http/response_parser.hpp"
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 struct RequestLimits {
   std::size_t max_line_bytes = 8 * 1024;     // the request line
@@ -103,4 +103,4 @@ class RequestParser {
 // escape.
 bool percent_decode(std::string_view in, bool plus_is_space, std::string& out);
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http

@@ -1,9 +1,9 @@
-#include "api/http_syntax.hpp"
+#include "http/syntax.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-namespace gpumod::api::http {
+namespace gpumod::http {
 
 bool is_token_char(char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
@@ -41,4 +41,4 @@ std::string quoted(std::string_view s) {
   return out;
 }
 
-}  // namespace gpumod::api::http
+}  // namespace gpumod::http
