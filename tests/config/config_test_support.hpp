@@ -11,36 +11,11 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace gpumod::config::test {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "gpumod-config-XXXXXX").string();
-    char* made = mkdtemp(pattern.data());
-    if (made == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-  // Writes `text` to path()/rel, creating folders; returns the full path.
-  std::filesystem::path write(const std::string& rel, const std::string& text) const {
-    const std::filesystem::path p = path_ / rel;
-    std::filesystem::create_directories(p.parent_path());
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::filesystem::path path_;
-};
+using gpumod::testing::TempDir;
 
 class ScopedEnv {
  public:

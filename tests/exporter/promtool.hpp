@@ -14,6 +14,7 @@
 #include <string>
 
 #include "tests/support/run_command.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace gpumod::test {
 
@@ -50,29 +51,6 @@ inline std::string shell_quote(const std::string& s) {
   return quoted + "'";
 }
 
-// A fresh directory under TMPDIR (mkdtemp), removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "gpumod-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
-  std::filesystem::path write(const std::string& name, const std::string& content) const {
-    const auto file = path_ / name;
-    std::ofstream(file) << content;
-    return file;
-  }
-
- private:
-  std::filesystem::path path_;
-};
+using gpumod::testing::TempDir;
 
 }  // namespace gpumod::test

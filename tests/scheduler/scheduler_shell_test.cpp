@@ -20,6 +20,7 @@
 #include "scheduler/scheduler.hpp"
 #include "tests/scheduler/fakes.hpp"
 #include "tests/scheduler/rig.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace gpumod::scheduler::testing {
 namespace {
@@ -31,18 +32,7 @@ bool ready_in_time(F& f) {
   return f.wait_for(kDeadline) == std::future_status::ready;
 }
 
-// A unique temp dir, removed at the end of the test.
-struct TempDir {
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "gpumod-sched-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::filesystem::path path;
-};
+using gpumod::testing::TempDir;
 
 config::Config shell_config(const std::filesystem::path& state_dir) {
   auto c = make_config(
@@ -101,7 +91,7 @@ RequestSpec req(const std::string& model, bool lease = false) {
 
 TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   auto sched = sh.make();
   sched->start();
   const auto v0 = sched->snapshot()->version;
@@ -147,7 +137,7 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
 // answer 202 to wait:false and be sure a GET or DELETE right after finds the id.
 TEST(SchedulerShell, AnAcceptedRequestIsVisibleAndARefusalIsDecided) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   auto sched = sh.make();
   sched->start();
   for (int i = 0; i < 20; ++i) {
@@ -176,7 +166,7 @@ TEST(SchedulerShell, AnAcceptedRequestIsVisibleAndARefusalIsDecided) {
 // Fast-path answers are recorded by the scheduler thread in batches; none may be lost.
 TEST(SchedulerShell, EveryFastPathAnswerIsRecordedInTheAdmissionWaitHistogram) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   exporter::Metrics metrics(exporter::BuildInfo{"test", "test", "test"});
   sh.deps.metrics = &metrics;
   auto sched = sh.make();
@@ -215,9 +205,9 @@ TEST(SchedulerShell, EveryFastPathAnswerIsRecordedInTheAdmissionWaitHistogram) {
 // the next plan, each at its own time: the least recently used service is the one evicted.
 TEST(SchedulerShell, APlanSeesEveryFastPathAnswerGivenBeforeIt) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   auto c = make_config({preset("a", 10000, 7080), preset("b", 10000, 7081), preset("c", 10000, 7082)});
-  c.daemon.state_dir = dir.path;
+  c.daemon.state_dir = dir.path();
   c.daemon.policy = sh.cfg.daemon.policy;
   sh.cfg = c;
   for (const auto& p : sh.cfg.presets) {
@@ -249,7 +239,7 @@ TEST(SchedulerShell, APlanSeesEveryFastPathAnswerGivenBeforeIt) {
 
 TEST(SchedulerShell, LeaseBlocksEvictionUntilReleasedAndModesSwitch) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   auto sched = sh.make();
   sched->start();
   auto t1 = sched->submit(req("nemo", /*lease=*/true));
@@ -298,7 +288,7 @@ bool leases_drain_to_zero(const exporter::Metrics& metrics, const std::string& s
 // The active-leases gauge counts the scheduler's own leases and gate leases together.
 TEST(SchedulerShell, ActiveLeasesCountBothKinds) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   exporter::Metrics metrics(exporter::BuildInfo{"test", "test", "test"});
   sh.deps.metrics = &metrics;
   auto sched = sh.make();
@@ -329,7 +319,7 @@ TEST(SchedulerShell, ActiveLeasesCountBothKinds) {
 // checks that nobody does. Also under ASan+UBSan in CI (and once by hand under TSan).
 TEST(SchedulerShell, NoLeasedServiceIsEvictedUnderConcurrentLeases) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   exporter::Metrics metrics(exporter::BuildInfo{"test", "test", "test"});
   sh.deps.metrics = &metrics;
   std::atomic<int> held{0};
@@ -422,12 +412,12 @@ TEST(SchedulerShell, NoLeasedServiceIsEvictedUnderConcurrentLeases) {
 
 TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   int loads = 0;
   sh.deps.load_config = [&]() {
     ++loads;
     config::LoadResult r;
-    auto next = shell_config(dir.path);
+    auto next = shell_config(dir.path());
     next.presets[1].priority = 80;
     r.config = next;
     return r;
@@ -466,7 +456,7 @@ TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
 
 TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   {
     auto sched = sh.make();
     sched->start();
@@ -478,7 +468,7 @@ TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
     auto t2 = sched->submit(req("embed"));
     ASSERT_TRUE(ready_in_time(t2.outcome));
   }  // the daemon goes away; its services keep running
-  ASSERT_TRUE(std::filesystem::exists(dir.path / "scheduler.json"));
+  ASSERT_TRUE(std::filesystem::exists(dir.path() / "scheduler.json"));
   ASSERT_TRUE(sh.world.running("coder"));
   for (const char* id : {"coder", "embed"}) {
     backends::RunInfo info;
@@ -510,7 +500,7 @@ TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
 // loop turns again.
 TEST(SchedulerShell, LoopHealthReportsAStuckStepByName) {
   TempDir dir;
-  Shell sh(dir.path);
+  Shell sh(dir.path());
   sh.cfg.daemon.policy.stall_timeout = std::chrono::seconds(2);  // the smallest the config takes
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();

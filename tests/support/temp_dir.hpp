@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -29,6 +30,13 @@ class TempDir {
 
   [[nodiscard]] const std::filesystem::path& path() const { return path_; }
   [[nodiscard]] std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+  // Writes `text` to path()/rel, creating its folders; returns the full path.
+  std::filesystem::path write(const std::string& rel, const std::string& text) const {
+    const std::filesystem::path p = path_ / rel;
+    std::filesystem::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+    return p;
+  }
 
  private:
   std::filesystem::path path_;
