@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -69,9 +70,22 @@ std::optional<ProcStat> parse_proc_stat(const std::string& text) {
 
 std::optional<ProcStat> read_proc_stat(int pid) {
   if (pid <= 0) return std::nullopt;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  if (!in) return std::nullopt;
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // read(2), not an ifstream: a process that exits between open and read makes the read fail
+  // with ESRCH, which libstdc++'s filebuf turns into an exception out of an istreambuf_iterator
+  // (seen under load: it ended a runner test with std::terminate).
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string text;
+  std::array<char, 1024> buf{};
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf.data(), static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (text.empty()) return std::nullopt;
   return parse_proc_stat(text);
 }
 

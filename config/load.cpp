@@ -155,12 +155,20 @@ std::optional<YAML::Node> parse_yaml(const std::string& text, const std::string&
   return std::nullopt;
 }
 
-// *.yaml and *.yml below `dir` (any depth), sorted so that loading is deterministic.
-std::vector<fs::path> yaml_files_under(const fs::path& dir) {
+// A presets or modes folder is a few dozen files; a walk that meets more entries than this is
+// pointed at the wrong place (`presets_dir: /` or `$HOME` would read the whole disk, a fuzzer
+// finding: the load never ended), and stops with an error instead.
+constexpr std::size_t kMaxEntriesInConfigDir = 20000;
+
+// *.yaml and *.yml below `dir` (any depth), sorted so that loading is deterministic; nullopt
+// when the folder holds more than kMaxEntriesInConfigDir entries.
+std::optional<std::vector<fs::path>> yaml_files_under(const fs::path& dir) {
   std::vector<fs::path> files;
   std::error_code ec;
+  std::size_t seen = 0;
   for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
        !ec && it != end; it.increment(ec)) {
+    if (++seen > kMaxEntriesInConfigDir) return std::nullopt;
     const fs::path& p = it->path();
     const std::string name = p.filename().string();
     if (!name.empty() && name[0] == '.') {
@@ -245,8 +253,16 @@ LoadResult assemble(const Sources& src, const LoadOptions& opts) {
     fc.base_dir = base;
     take(fc, *root);
   };
-  auto load_entries = [&](const fs::path& dir, const Take& take) {
-    for (const auto& file : yaml_files_under(dir)) {
+  auto load_entries = [&](const fs::path& dir, int line, const std::string& key, const Take& take) {
+    const auto found = yaml_files_under(dir);
+    if (!found) {
+      diag.error(src.daemon_name, line, key,
+                 "'" + dir.string() + "' holds more than " + std::to_string(kMaxEntriesInConfigDir) +
+                     " files and folders; expected the folder of " + key.substr(0, key.size() - 4) +
+                     " files");
+      return;
+    }
+    for (const auto& file : *found) {
       const std::string name = file.lexically_normal().string();
       if (auto text = read_text(file, name, diag)) load_entry(name, *text, file.parent_path(), take);
     }
@@ -258,10 +274,10 @@ LoadResult assemble(const Sources& src, const LoadOptions& opts) {
     if (auto m = detail::parse_mode(fc, root)) modes.push_back(ModeEntry{std::move(*m), ""});
   };
   if (auto dir = entry_dir(df.presets_dir, df.presets_dir_line, "presets_dir", "presets")) {
-    load_entries(*dir, take_preset);
+    load_entries(*dir, df.presets_dir_line, "presets_dir", take_preset);
   }
   if (auto dir = entry_dir(df.modes_dir, df.modes_dir_line, "modes_dir", "modes"))
-    load_entries(*dir, take_mode);
+    load_entries(*dir, df.modes_dir_line, "modes_dir", take_mode);
   for (const auto& [name, text] : src.preset_texts) load_entry(name, text, src.base_dir, take_preset);
   for (const auto& [name, text] : src.mode_texts) load_entry(name, text, src.base_dir, take_mode);
 

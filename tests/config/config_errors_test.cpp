@@ -420,6 +420,10 @@ std::vector<BadCase> cases() {
        "api_token_file",
        "cannot read"},
       {"presets_dir_missing", {{D, "presets_dir: nowhere\n"}}, D, 1, "presets_dir", "is not a directory"},
+      // A folder that is the whole disk is refused after a bounded walk (fuzzer finding: the
+      // load read every file under / and never ended).
+      {"modes_dir_is_the_root", {{D, "modes_dir: /\n"}, {P, kA}}, D, 1, "modes_dir", "holds more than 20000"},
+      {"presets_dir_is_the_root", {{D, "presets_dir: /\n"}}, D, 1, "presets_dir", "holds more than 20000"},
       {"bad_systemd_bus",
        {{D, "systemd_bus: session\n"}, {P, kA}},
        D,
