@@ -830,7 +830,13 @@ struct HttpServer::Loop final : Reactor {
   void close_connection(Connection& c) {
     if (c.closed) return;
     c.closed = true;
-    ::close(c.fd);  // also leaves the epoll set
+    // Leave the epoll set explicitly: close() alone removes the registration only when no other
+    // descriptor refers to the socket, and a service forked at this moment holds copies of all
+    // of ours until its exec. The registration then outlived the Connection, and a later event
+    // handed the loop a freed pointer (a heap-use-after-free, seen under ASan with a start
+    // racing a client's close).
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c.fd, nullptr);
+    ::close(c.fd);
     if (c.parked) {
       auto parked = std::static_pointer_cast<Parked>(std::move(c.parked));
       c.parked.reset();

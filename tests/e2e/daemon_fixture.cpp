@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <thread>
 
@@ -120,6 +122,12 @@ Daemon::Daemon(const fs::path& config_dir, const fs::path& state_dir, std::vecto
 }
 
 Daemon::~Daemon() {
+  if (unanswered_) {
+    const std::string text = log();
+    constexpr std::size_t kTail = 20000;
+    std::cerr << "e2e: a call went unanswered; the end of the daemon's log:\n"
+              << (text.size() > kTail ? text.substr(text.size() - kTail) : text) << std::endl;
+  }
   if (pid_ <= 0) return;
   if (healthy_) stop_all_services();
   terminate();
@@ -166,17 +174,34 @@ httplib::Client make_client(int port, std::chrono::seconds timeout) {
 
 Response Daemon::get(const std::string& path, std::chrono::seconds timeout) const {
   auto c = make_client(port_, timeout);
-  return to_response(c.Get(path));
+  auto r = c.Get(path);
+  if (!r) note_unanswered("GET " + path, httplib::to_string(r.error()));
+  return to_response(r);
 }
 
 Response Daemon::post(const std::string& path, const std::string& body, std::chrono::seconds timeout) const {
   auto c = make_client(port_, timeout);
-  return to_response(c.Post(path, body, "application/json"));
+  auto r = c.Post(path, body, "application/json");
+  if (!r) note_unanswered("POST " + path, httplib::to_string(r.error()));
+  return to_response(r);
 }
 
 Response Daemon::del(const std::string& path) const {
   auto c = make_client(port_, std::chrono::seconds(30));
-  return to_response(c.Delete(path));
+  auto r = c.Delete(path);
+  if (!r) note_unanswered("DELETE " + path, httplib::to_string(r.error()));
+  return to_response(r);
+}
+
+void Daemon::note_unanswered(const std::string& what, const std::string& error) const {
+  // A call without an answer is what a failing e2e test shows first; say whether the daemon was
+  // still there, and keep its log for the end of the test. (Before /healthz first answered,
+  // refused connections are expected.)
+  if (!healthy_) return;
+  const bool alive = pid_ > 0 && ::kill(pid_, 0) == 0;
+  std::cerr << "e2e: no answer to " << what << ": " << error << "; daemon pid " << pid_
+            << (alive ? " still running" : " gone") << std::endl;
+  unanswered_ = true;
 }
 
 void Daemon::stop_all_services() {

@@ -112,8 +112,10 @@ class Daemon {
   fs::path state_dir_;
   fs::path log_path_;
   int port_ = 0;
+  void note_unanswered(const std::string& what, const std::string& error) const;
   pid_t pid_ = -1;
   bool healthy_ = false;
+  mutable bool unanswered_ = false;
 };
 
 // The pids of live processes whose environment holds GPUMOD_SIM_DIR=<sim_dir>: every service a
