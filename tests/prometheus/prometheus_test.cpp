@@ -195,7 +195,16 @@ TEST_F(RealPrometheus, DashboardsShowDataAndTheVramReleaseTimeoutAlertFires) {
   EXPECT_EQ(r.status, 200) << describe(r);
   // A sleep and, at once, a wake asked for through the API. The scheduler plans the wake on a
   // probe sample taken after the sleep (not on the last one, which still shows chat's memory in
-  // use), so it wakes chat without evicting anything.
+  // use), so it wakes chat without evicting anything. The states are read once settled: the
+  // service the chat call evicted may still be "stopping" after its memory is free (the wake
+  // waits for the memory, not for the process to be reaped), and it then becomes "stopped" on its
+  // own, which is not what this check is about.
+  const auto settled = [&](const char* id) {
+    const std::string state = e2e::service_state(daemon, id);
+    return state != "stopping" && state != "starting" && state != "waking";
+  };
+  ASSERT_TRUE(eventually([&] { return settled("coder") && settled("big"); }, seconds(20)))
+      << "coder or big never left its transition; status: " << daemon.get("/status").body;
   const std::string coder_before = e2e::service_state(daemon, "coder");
   const std::string big_before = e2e::service_state(daemon, "big");
   r = daemon.post("/services/chat/sleep");
