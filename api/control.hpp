@@ -19,23 +19,26 @@ class Metrics;
 
 namespace gpumod::api {
 
+// Every call that answers later returns a future and takes a Notify (scheduler.hpp): the
+// handlers answer on the HTTP loop when it fires, so no thread waits for the scheduler.
 class Control {
  public:
+  using Notify = scheduler::Notify;
   virtual ~Control() = default;
 
   // --- requests (see scheduler::Scheduler) ---
-  virtual scheduler::RequestTicket submit(scheduler::RequestSpec spec) = 0;
+  virtual scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided, Notify on_accepted) = 0;
   [[nodiscard]] virtual std::optional<scheduler::RequestInfo> request_info(
       const std::string& request_id) const = 0;
-  virtual Result<void> cancel(const std::string& request_id) = 0;
+  virtual std::future<Result<void>> cancel(const std::string& request_id, Notify on_done) = 0;
   virtual void release_lease(scheduler::LeaseId lease) = 0;
 
   // --- operations ---
   virtual std::future<scheduler::ActionResult> service_action(const std::string& service_id,
-                                                              scheduler::ServiceAction action) = 0;
-  virtual std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id) = 0;
-  virtual std::future<scheduler::ReloadResult> reload() = 0;
-  virtual std::future<Result<scheduler::DryRun>> dry_run(const std::string& model) = 0;
+                                                              scheduler::ServiceAction action, Notify on_done) = 0;
+  virtual std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id, Notify on_done) = 0;
+  virtual std::future<scheduler::ReloadResult> reload(Notify on_done) = 0;
+  virtual std::future<Result<scheduler::DryRun>> dry_run(const std::string& model, Notify on_done) = 0;
 
   // --- reads ---
   [[nodiscard]] virtual std::shared_ptr<const scheduler::Snapshot> snapshot() const = 0;

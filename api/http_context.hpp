@@ -1,5 +1,5 @@
 // Internal to api/: what the control handlers (server.cpp) and the /v1 proxy (proxy.cpp)
-// share: the Control, the options, the shutdown flag, the upstream connection pool and small
+// share: the Control, the options, the upstream connection pool, the way back to the loop and small
 // response helpers over the transport's types (http/message.hpp).
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <string>
 
 #include "api/control.hpp"
+#include "api/later.hpp"
 #include "api/server.hpp"
 #include "http/message.hpp"
 #include "http/server.hpp"
@@ -28,9 +29,10 @@ using http::UpstreamPool;
 struct Context {
   std::shared_ptr<Control> control;
   ServerOptions options;
-  std::atomic<bool> stopping{false};
   // The proxy's keep-alive connections to the services (loop thread only; http/upstream.hpp).
   std::unique_ptr<UpstreamPool> upstreams;
+  // Scheduler answers come back to the loop through this (api/later.hpp).
+  std::shared_ptr<LoopPoster> poster;
 };
 
 inline constexpr const char* kRequestIdHeader = "X-Request-Id";
@@ -47,20 +49,8 @@ void send_json(HttpResponse& res, int status, const nlohmann::json& body);
 // The one error shape; adds Retry-After for 503 (retry_after_s, at least 1).
 void send_error(HttpResponse& res, int status, const std::string& message, int retry_after_s = 0);
 
-enum class WaitResult { ready, deadline, stopping };
-// Waits for a future until `budget` passes or the server stops (never forever).
-template <typename Future>
-WaitResult wait_with_deadline(const Context& ctx, const Future& future, std::chrono::milliseconds budget) {
-  const auto deadline = std::chrono::steady_clock::now() + budget;
-  constexpr auto slice = std::chrono::milliseconds(100);
-  for (;;) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) return WaitResult::deadline;
-    const auto step = std::min<std::chrono::steady_clock::duration>(slice, deadline - now);
-    if (future.wait_for(step) == std::future_status::ready) return WaitResult::ready;
-    if (ctx.stopping.load()) return WaitResult::stopping;
-  }
-}
+// The answer when the scheduler did not finish `what` within the handler's budget: 504.
+void answer_late(HttpResponse& res, const std::string& what);
 
 // How long a request may take: its own timeout or the policy default, plus the grace.
 std::chrono::milliseconds request_budget(const Context& ctx,

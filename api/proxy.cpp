@@ -6,9 +6,8 @@
 // Threads: everything runs on the HTTP server's loop thread (http/async.hpp): the request
 // is parsed and the lease taken inline, the upstream call (http/upstream.hpp) and the answer are
 // loop callbacks. When the model is ready the lease comes at once from the scheduler's lease
-// gate, so a proxied call never leaves the loop thread. Only a call whose model must first be
-// loaded waits on a worker thread (the scheduler answers through a future), and then comes
-// back to the loop.
+// gate, so a proxied call never leaves the loop thread. A call whose model must first be loaded
+// waits parked, holding no thread (api/later.hpp): the scheduler's answer is posted to the loop.
 //
 // Streams are passed on as they arrive; when the client takes them slower than the service
 // writes, reading from the service pauses above kStreamBacklog and resumes once the client
@@ -243,17 +242,36 @@ class Proxy {
   // On the loop thread: parse, check and submit, then answer asynchronously (see the top of
   // this file).
   void start(HttpRequest& req, HttpResponse& res) {
-    auto pending = prepare(req, res);
-    if (!pending) return;
-    res.async = [this, p = std::make_shared<Pending>(std::move(*pending))](
-                    const std::shared_ptr<http::Responder>& client) { begin(p, client); };
+    using Later = LaterAnswer<std::shared_future<scheduler::RequestOutcome>>;
+    auto later = Later::make(ctx_.poster);
+    auto p = prepare(req, res, later->notify());
+    if (!p) return;
+    if (p->ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      // The model is ready (the lease gate's answer): no wait, no timer.
+      res.async = [this, p](const std::shared_ptr<http::Responder>& client) {
+        forward(*p, p->ticket.outcome.get(), client);
+      };
+      return;
+    }
+    later->future = p->ticket.outcome;
+    later->park(
+        res, request_budget(ctx_, std::nullopt),
+        [this, p](std::shared_future<scheduler::RequestOutcome>& outcome,
+                  const std::shared_ptr<http::Responder>& client) { forward(*p, outcome.get(), client); },
+        [this, p](const std::shared_ptr<http::Responder>& client) {
+          withdraw(p);
+          send_error(client->response(), 504, "model '" + p->model + "' did not become ready in time");
+          client->send();
+        },
+        // A client that leaves while its model loads withdraws its request.
+        [this, p] { withdraw(p); });
   }
 
  private:
   // A submitted /v1 call until forward() takes its outcome over. Whoever lets go of it last (the
-  // loop, the waiting worker, a withdrawing worker, or the loop dropping queued work at
-  // shutdown) gives back a lease the scheduler granted that forward() never took: the client
-  // left, or the wait timed out and the cancel came after the grant.
+  // loop, or the answer to a withdrawal, on the scheduler thread) gives back a lease the
+  // scheduler granted that forward() never took: the client left, or the wait timed out and the
+  // cancel came after the grant.
   struct Pending {
     Pending() = default;
     Pending(Pending&&) = default;
@@ -280,30 +298,31 @@ class Proxy {
 
   // Parses and checks the body and submits the request; answers (and returns nothing) when the
   // body is refused.
-  std::optional<Pending> prepare(const HttpRequest& req, HttpResponse& res) {
-    Pending p;
+  std::shared_ptr<Pending> prepare(const HttpRequest& req, HttpResponse& res, scheduler::Notify on_decided) {
+    auto pending = std::make_shared<Pending>();
+    Pending& p = *pending;
     auto parsed = parse_json_body(req.body);
     if (!parsed) {
       send_error(res, 400, parsed.error());
-      return std::nullopt;
+      return nullptr;
     }
     p.body = std::move(*parsed);
     json& body = p.body;
     if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
       send_error(res, 400, "the request body must be a JSON object with a string field 'model'");
-      return std::nullopt;
+      return nullptr;
     }
     p.model = body["model"].get<std::string>();
     const std::string& model = p.model;
     if (auto problem = name_problem("field 'model'", model); !problem.empty()) {
       send_error(res, 400, problem);
-      return std::nullopt;
+      return nullptr;
     }
     p.cfg = ctx_.control->config();
     p.preset = p.cfg ? p.cfg->resolve_model(model) : nullptr;
     if (p.preset == nullptr) {
       send_error(res, 404, "unknown model '" + model + "'; GET /v1/models lists the models gpumod serves");
-      return std::nullopt;
+      return nullptr;
     }
     p.stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
 
@@ -312,47 +331,14 @@ class Proxy {
     spec.hold_lease = true;
     spec.request_id = request_id_of(res);
     p.control = ctx_.control;
-    p.ticket = ctx_.control->submit(std::move(spec));
-    return p;
+    p.ticket = ctx_.control->submit(std::move(spec), std::move(on_decided), nullptr);
+    return pending;
   }
 
-  // On the loop: go on at once when the model is ready; otherwise wait for it on a worker.
-  void begin(const std::shared_ptr<Pending>& p, const std::shared_ptr<http::Responder>& client) {
-    if (p->ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-      forward(*p, p->ticket.outcome.get(), client);
-      return;
-    }
-    http::Reactor& loop = client->reactor();
-    // A client that leaves while its model loads withdraws its request.
-    client->on_gone([this, &loop, p] { withdraw(loop, p); });
-    loop.offload([this, p, client, &loop] {
-      const auto why = wait_with_deadline(ctx_, p->ticket.outcome, request_budget(ctx_, std::nullopt));
-      loop.post([this, p, client, why] { resume(p, why, client); });
-    });
-  }
-
-  // Back on the loop after the wait.
-  void resume(const std::shared_ptr<Pending>& p, WaitResult why,
-              const std::shared_ptr<http::Responder>& client) {
-    if (!client->open()) return;  // gone: its withdraw (on_gone) cleans up
-    client->on_gone(nullptr);
-    if (why != WaitResult::ready) {
-      withdraw(client->reactor(), p);
-      if (why == WaitResult::stopping) {
-        send_error(client->response(), 503, "gpumod is shutting down", 5);
-      } else {
-        send_error(client->response(), 504, "model '" + p->model + "' did not become ready in time");
-      }
-      client->send();
-      return;
-    }
-    forward(*p, p->ticket.outcome.get(), client);
-  }
-
-  // Cancels the request off the loop (cancel waits for the scheduler's answer). A lease granted
-  // before the cancel landed goes back when the last holder lets go of `p` (~Pending).
-  void withdraw(http::Reactor& loop, const std::shared_ptr<Pending>& p) {
-    loop.offload([this, p] { (void)ctx_.control->cancel(p->ticket.request_id); });
+  // Withdraws the request; the answer to the cancel holds `p` until the scheduler has decided,
+  // so a lease granted before the cancel landed goes back then (~Pending).
+  void withdraw(const std::shared_ptr<Pending>& p) {
+    (void)ctx_.control->cancel(p->ticket.request_id, [p] {});
   }
 
   // The model's request was answered: forward the call, or pass the refusal on.

@@ -17,26 +17,30 @@ class SchedulerControl final : public Control {
   SchedulerControl(scheduler::Scheduler& scheduler, exporter::Metrics& metrics)
       : scheduler_(scheduler), metrics_(metrics) {}
 
-  scheduler::RequestTicket submit(scheduler::RequestSpec spec) override {
-    return scheduler_.submit(std::move(spec));
+  scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided, Notify on_accepted) override {
+    return scheduler_.submit(std::move(spec), std::move(on_decided), std::move(on_accepted));
   }
   [[nodiscard]] std::optional<scheduler::RequestInfo> request_info(
       const std::string& request_id) const override {
     return scheduler_.request_info(request_id);
   }
-  Result<void> cancel(const std::string& request_id) override { return scheduler_.cancel(request_id); }
+  std::future<Result<void>> cancel(const std::string& request_id, Notify on_done) override {
+    return scheduler_.cancel(request_id, std::move(on_done));
+  }
   void release_lease(scheduler::LeaseId lease) override { scheduler_.release_lease(lease); }
 
   std::future<scheduler::ActionResult> service_action(const std::string& service_id,
-                                                      scheduler::ServiceAction action) override {
-    return scheduler_.service_action(service_id, action);
+                                                      scheduler::ServiceAction action, Notify on_done) override {
+    return scheduler_.service_action(service_id, action, std::move(on_done));
   }
-  std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id) override {
-    return scheduler_.switch_mode(mode_id);
+  std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id, Notify on_done) override {
+    return scheduler_.switch_mode(mode_id, std::move(on_done));
   }
-  std::future<scheduler::ReloadResult> reload() override { return scheduler_.reload(); }
-  std::future<Result<scheduler::DryRun>> dry_run(const std::string& model) override {
-    return scheduler_.dry_run(model);
+  std::future<scheduler::ReloadResult> reload(Notify on_done) override {
+    return scheduler_.reload(std::move(on_done));
+  }
+  std::future<Result<scheduler::DryRun>> dry_run(const std::string& model, Notify on_done) override {
+    return scheduler_.dry_run(model, std::move(on_done));
   }
 
   [[nodiscard]] std::shared_ptr<const scheduler::Snapshot> snapshot() const override {

@@ -17,6 +17,7 @@
 #include "api/control.hpp"
 #include "api/http_context.hpp"
 #include "api/json_view.hpp"
+#include "api/later.hpp"
 #include "api/validate.hpp"
 #include "base/utf8.hpp"
 #include "http/server.hpp"
@@ -103,12 +104,7 @@ milliseconds operation_budget(const Context& ctx, const config::Config& cfg,
   return total + ctx.options.scheduler_grace;
 }
 
-void answer_not_ready(const Context& ctx, HttpResponse& res, const std::string& what, WaitResult why) {
-  if (why == WaitResult::stopping) {
-    send_error(res, 503, "gpumod is shutting down; " + what + " was not finished", 5);
-    return;
-  }
-  (void)ctx;
+void answer_late(HttpResponse& res, const std::string& what) {
   send_error(
       res, 504,
       "gpumod's scheduler did not finish " + what + " in time; it may still complete: check GET /status");
@@ -179,8 +175,7 @@ class Handlers {
             [this](HttpRequest& req, HttpResponse& res) { post_request(req, res); });
     s.route("GET", "/requests/{}", HandlerKind::inline_,
             [this](HttpRequest& req, HttpResponse& res) { get_request(req.captures[0], res); });
-    // cancel() waits for the scheduler thread.
-    s.route("DELETE", "/requests/{}", HandlerKind::blocking,
+    s.route("DELETE", "/requests/{}", HandlerKind::inline_,
             [this](HttpRequest& req, HttpResponse& res) { delete_request(req.captures[0], res); });
     s.route("GET", "/services", HandlerKind::inline_,
             [this](HttpRequest&, HttpResponse& res) { list_services(res); });
@@ -189,22 +184,40 @@ class Handlers {
     s.route("GET", "/services/{}/unit", HandlerKind::blocking,
             [this](HttpRequest& req, HttpResponse& res) { unit_file(req.captures[0], res); });
     for (const char* action : {"start", "stop", "sleep", "wake"}) {
-      s.route("POST", std::string("/services/{}/") + action, HandlerKind::blocking,
+      s.route("POST", std::string("/services/{}/") + action, HandlerKind::inline_,
               [this, action](HttpRequest& req, HttpResponse& res) {
                 service_action(req.captures[0], action, res);
               });
     }
     s.route("GET", "/modes", HandlerKind::inline_,
             [this](HttpRequest&, HttpResponse& res) { list_modes(res); });
-    s.route("POST", "/modes/{}/switch", HandlerKind::blocking,
+    s.route("POST", "/modes/{}/switch", HandlerKind::inline_,
             [this](HttpRequest& req, HttpResponse& res) { switch_mode(req.captures[0], res); });
-    s.route("POST", "/reload", HandlerKind::blocking,
-            [this](HttpRequest&, HttpResponse& res) { reload(res); });
-    s.route("GET", "/plan", HandlerKind::blocking,
+    s.route("POST", "/reload", HandlerKind::inline_, [this](HttpRequest&, HttpResponse& res) { reload(res); });
+    s.route("GET", "/plan", HandlerKind::inline_,
             [this](HttpRequest& req, HttpResponse& res) { plan(req, res); });
   }
 
  private:
+  // Answers once `later->future` is ready (api/later.hpp), holding no thread meanwhile: `fill`
+  // writes the answer into the response; after `budget`, a 504 says that `what` did not finish.
+  template <typename Future, typename Fill>
+  static void answer_when_ready(HttpResponse& res, const std::shared_ptr<LaterAnswer<Future>>& later,
+                                milliseconds budget, std::string what, Fill fill,
+                                typename LaterAnswer<Future>::OnLate on_late = nullptr) {
+    later->park(
+        res, budget,
+        [fill = std::move(fill)](Future& future, const std::shared_ptr<http::Responder>& client) {
+          fill(future, client->response());
+          client->send();
+        },
+        [what = std::move(what), on_late = std::move(on_late)](const std::shared_ptr<http::Responder>& client) {
+          if (on_late) on_late(client);
+          answer_late(client->response(), what);
+          client->send();
+        });
+  }
+
   [[nodiscard]] std::shared_ptr<const config::Config> config_or_empty() const {
     auto cfg = ctx_.control->config();
     if (!cfg) cfg = std::make_shared<const config::Config>();
@@ -248,44 +261,44 @@ class Handlers {
     spec.timeout = parsed->timeout;
     spec.keep_alive = parsed->keep_alive;
     spec.request_id = request_id_of(res);
-    auto ticket = ctx_.control->submit(std::move(spec));
-    // Decided at once (a ready model, or a rejection): answer here, on the loop thread.
-    if (ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-      answer_outcome(ticket.outcome.get(), res);
-      return;
-    }
+    const auto decided_at_once = [&res](const scheduler::RequestTicket& ticket) {
+      if (ticket.outcome.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
+      answer_outcome(ticket.outcome.get(), res);  // a ready model, or a refusal: answered here
+      return true;
+    };
     if (!parsed->wait) {
       // 202 only once the scheduler has taken the request in: a GET or DELETE that follows at
       // once must find it, and a refusal decided meanwhile is answered as such. That takes one
-      // scheduler round, so it waits on a worker, not here on the loop.
-      res.deferred = [this, ticket = std::move(ticket)](HttpRequest&, HttpResponse& r) {
-        if (ticket.accepted.valid()) {
-          // One scheduler round (microseconds); the bound is for a scheduler that is stuck.
-          const auto why = wait_with_deadline(ctx_, ticket.accepted, std::chrono::seconds(30));
-          if (why != WaitResult::ready) {
-            answer_not_ready(ctx_, r, "taking in request " + ticket.request_id, why);
-            return;
-          }
-        }
-        if (ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-          answer_outcome(ticket.outcome.get(), r);
-          return;
-        }
-        send_json(r, 202, json{{"request_id", ticket.request_id}, {"status", "queued"}});
-      };
+      // scheduler round (microseconds); the bound is for a scheduler that is stuck.
+      auto later = LaterAnswer<std::shared_future<void>>::make(ctx_.poster);
+      auto ticket = ctx_.control->submit(std::move(spec), nullptr, later->notify());
+      if (decided_at_once(ticket)) return;
+      later->future = ticket.accepted;
+      answer_when_ready(res, later, std::chrono::seconds(30), "taking in request " + ticket.request_id,
+                        [ticket](std::shared_future<void>&, HttpResponse& r) {
+                          if (ticket.outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+                            answer_outcome(ticket.outcome.get(), r);
+                            return;
+                          }
+                          send_json(r, 202, json{{"request_id", ticket.request_id}, {"status", "queued"}});
+                        });
       return;
     }
-    // The wait goes to a worker thread.
-    res.deferred = [this, ticket = std::move(ticket), model = parsed->model, timeout = parsed->timeout](
-                       HttpRequest&, HttpResponse& r) {
-      const auto why = wait_with_deadline(ctx_, ticket.outcome, request_budget(ctx_, timeout));
-      if (why != WaitResult::ready) {
-        (void)ctx_.control->cancel(ticket.request_id);
-        answer_not_ready(ctx_, r, "request " + ticket.request_id + " for '" + model + "'", why);
-        return;
-      }
-      answer_outcome(ticket.outcome.get(), r);
-    };
+    auto later = LaterAnswer<std::shared_future<scheduler::RequestOutcome>>::make(ctx_.poster);
+    auto ticket = ctx_.control->submit(std::move(spec), later->notify(), nullptr);
+    if (decided_at_once(ticket)) return;
+    later->future = ticket.outcome;
+    // The scheduler answers by the request's own deadline; the budget is a backstop for a
+    // scheduler that is stuck, after which the request is withdrawn.
+    answer_when_ready(
+        res, later, request_budget(ctx_, parsed->timeout),
+        "request " + ticket.request_id + " for '" + parsed->model + "'",
+        [](std::shared_future<scheduler::RequestOutcome>& outcome, HttpResponse& r) {
+          answer_outcome(outcome.get(), r);
+        },
+        [control = ctx_.control, id = ticket.request_id](const std::shared_ptr<http::Responder>&) {
+          (void)control->cancel(id, nullptr);
+        });
   }
 
   static void answer_outcome(const scheduler::RequestOutcome& o, HttpResponse& res) {
@@ -327,12 +340,17 @@ class Handlers {
       send_error(res, 404, "no request with id '" + id + "'");
       return;
     }
-    auto cancelled = ctx_.control->cancel(id);
-    if (!cancelled) {
-      send_error(res, 409, "request '" + id + "' cannot be cancelled: " + cancelled.error());
-      return;
-    }
-    send_json(res, 200, json{{"request_id", id}, {"status", "cancelled"}});
+    auto later = LaterAnswer<std::future<Result<void>>>::make(ctx_.poster);
+    later->future = ctx_.control->cancel(id, later->notify());
+    answer_when_ready(res, later, std::chrono::seconds(30), "the cancel of request '" + id + "'",
+                      [id](std::future<Result<void>>& future, HttpResponse& r) {
+                        const auto cancelled = future.get();
+                        if (!cancelled) {
+                          send_error(r, 409, "request '" + id + "' cannot be cancelled: " + cancelled.error());
+                          return;
+                        }
+                        send_json(r, 200, json{{"request_id", id}, {"status", "cancelled"}});
+                      });
   }
 
   void list_services(HttpResponse& res) {
@@ -386,24 +404,22 @@ class Handlers {
     if (action_name == "stop") action = scheduler::ServiceAction::stop;
     if (action_name == "sleep") action = scheduler::ServiceAction::sleep;
     if (action_name == "wake") action = scheduler::ServiceAction::wake;
-    auto future = ctx_.control->service_action(id, action);
-    const auto why = wait_with_deadline(ctx_, future, operation_budget(ctx_, *cfg, {preset}));
-    if (why != WaitResult::ready) {
-      answer_not_ready(ctx_, res, action_name + " of '" + id + "'", why);
-      return;
-    }
-    const auto result = future.get();
-    json body{{"service", id}, {"action", action_name}, {"ok", result.ok}, {"message", result.message}};
-    if (!result.ok) {
-      const int code = result.http_status >= 400 ? result.http_status : 409;
-      send_error(res, code,
-                 result.message.empty() ? action_name + " of '" + id + "' failed" : result.message);
-      auto err = json::parse(res.body);
-      body["error"] = err["error"];
-      res.set_content(to_wire(body), "application/json");
-      return;
-    }
-    send_json(res, 200, body);
+    auto later = LaterAnswer<std::future<scheduler::ActionResult>>::make(ctx_.poster);
+    later->future = ctx_.control->service_action(id, action, later->notify());
+    answer_when_ready(
+        res, later, operation_budget(ctx_, *cfg, {preset}), action_name + " of '" + id + "'",
+        [id, action_name](std::future<scheduler::ActionResult>& future, HttpResponse& r) {
+          const auto result = future.get();
+          json body{{"service", id}, {"action", action_name}, {"ok", result.ok}, {"message", result.message}};
+          if (!result.ok) {
+            const int code = result.http_status >= 400 ? result.http_status : 409;
+            send_error(r, code, result.message.empty() ? action_name + " of '" + id + "' failed" : result.message);
+            body["error"] = json::parse(r.body)["error"];
+            r.set_content(to_wire(body), "application/json");
+            return;
+          }
+          send_json(r, 200, body);
+        });
   }
 
   void list_modes(HttpResponse& res) {
@@ -431,43 +447,41 @@ class Handlers {
     }
     std::vector<const config::Preset*> starts;
     for (const auto& svc : mode->services) starts.push_back(cfg->find_preset(svc));
-    auto future = ctx_.control->switch_mode(id);
-    const auto why = wait_with_deadline(ctx_, future, operation_budget(ctx_, *cfg, starts));
-    if (why != WaitResult::ready) {
-      answer_not_ready(ctx_, res, "the switch to mode '" + id + "'", why);
-      return;
-    }
-    const auto result = future.get();
-    json body = to_json(result);
-    if (!result.ok) {
-      const int code = result.http_status >= 400 ? result.http_status : 409;
-      std::string message = "switch to mode '" + id + "' failed";
-      if (!result.errors.empty()) message += ": " + name_list(result.errors, 5);
-      send_error(res, code, message);
-      body["error"] = json::parse(res.body)["error"];
-      res.set_content(to_wire(body), "application/json");
-      return;
-    }
-    send_json(res, 200, body);
+    auto later = LaterAnswer<std::future<scheduler::ModeResult>>::make(ctx_.poster);
+    later->future = ctx_.control->switch_mode(id, later->notify());
+    answer_when_ready(res, later, operation_budget(ctx_, *cfg, starts), "the switch to mode '" + id + "'",
+                      [id](std::future<scheduler::ModeResult>& future, HttpResponse& r) {
+                        const auto result = future.get();
+                        json body = to_json(result);
+                        if (!result.ok) {
+                          const int code = result.http_status >= 400 ? result.http_status : 409;
+                          std::string message = "switch to mode '" + id + "' failed";
+                          if (!result.errors.empty()) message += ": " + name_list(result.errors, 5);
+                          send_error(r, code, message);
+                          body["error"] = json::parse(r.body)["error"];
+                          r.set_content(to_wire(body), "application/json");
+                          return;
+                        }
+                        send_json(r, 200, body);
+                      });
   }
 
   void reload(HttpResponse& res) {
-    auto future = ctx_.control->reload();
-    const auto why = wait_with_deadline(ctx_, future, milliseconds(60000) + ctx_.options.scheduler_grace);
-    if (why != WaitResult::ready) {
-      answer_not_ready(ctx_, res, "the reload", why);
-      return;
-    }
-    const auto result = future.get();
-    json body = to_json(result);
-    if (!result.ok) {
-      // The new config was refused; the running one stays.
-      send_error(res, 422, "reload refused, the running config stays: " + result.message);
-      body["error"] = json::parse(res.body)["error"];
-      res.set_content(to_wire(body), "application/json");
-      return;
-    }
-    send_json(res, 200, body);
+    auto later = LaterAnswer<std::future<scheduler::ReloadResult>>::make(ctx_.poster);
+    later->future = ctx_.control->reload(later->notify());
+    answer_when_ready(res, later, milliseconds(60000) + ctx_.options.scheduler_grace, "the reload",
+                      [](std::future<scheduler::ReloadResult>& future, HttpResponse& r) {
+                        const auto result = future.get();
+                        json body = to_json(result);
+                        if (!result.ok) {
+                          // The new config was refused; the running one stays.
+                          send_error(r, 422, "reload refused, the running config stays: " + result.message);
+                          body["error"] = json::parse(r.body)["error"];
+                          r.set_content(to_wire(body), "application/json");
+                          return;
+                        }
+                        send_json(r, 200, body);
+                      });
   }
 
   void plan(HttpRequest& req, HttpResponse& res) {
@@ -482,18 +496,18 @@ class Handlers {
       send_error(res, 404, "unknown model '" + model + "'; GET /v1/models lists the models gpumod serves");
       return;
     }
-    auto future = ctx_.control->dry_run(model);
-    const auto why = wait_with_deadline(ctx_, future, milliseconds(10000) + ctx_.options.scheduler_grace);
-    if (why != WaitResult::ready) {
-      answer_not_ready(ctx_, res, "the plan for '" + model + "'", why);
-      return;
-    }
-    auto result = future.get();
-    if (!result) {
-      send_error(res, 422, "cannot plan '" + model + "': " + result.error());
-      return;
-    }
-    send_json(res, 200, to_json(*result, model));
+    auto later = LaterAnswer<std::future<Result<scheduler::DryRun>>>::make(ctx_.poster);
+    later->future = ctx_.control->dry_run(model, later->notify());
+    answer_when_ready(res, later, milliseconds(10000) + ctx_.options.scheduler_grace,
+                      "the plan for '" + model + "'",
+                      [model](std::future<Result<scheduler::DryRun>>& future, HttpResponse& r) {
+                        auto result = future.get();
+                        if (!result) {
+                          send_error(r, 422, "cannot plan '" + model + "': " + result.error());
+                          return;
+                        }
+                        send_json(r, 200, to_json(*result, model));
+                      });
   }
 
   Context& ctx_;
@@ -508,9 +522,11 @@ struct ApiServer::Impl {
   bool bound = false;
 
   Impl() = default;
-  // The pool's connections unwatch themselves on the server's loop: drop them first.
+  // The pool's connections unwatch themselves on the server's loop: drop them first. A
+  // scheduler Notify that fires from now on finds no loop to post to.
   ~Impl() {
     if (ctx.upstreams) ctx.upstreams->clear();
+    if (ctx.poster) ctx.poster->close();
   }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -524,6 +540,7 @@ struct ApiServer::Impl {
     o.idle_timeout = ctx.options.idle_timeout;
     server = std::make_unique<http::HttpServer>(o);
     ctx.upstreams = std::make_unique<UpstreamPool>(server->reactor());
+    ctx.poster = std::make_shared<LoopPoster>(server->reactor());
     server->set_before([this](HttpRequest& req, HttpResponse& res) { return before_route(req, res); });
     server->set_error_filler([this](const HttpRequest& req, HttpResponse& res) { fill_error(req, res); });
     server->set_logger([](const HttpRequest& req, const HttpResponse& res) { log_exchange(req, res); });
@@ -650,7 +667,6 @@ void ApiServer::run() {
 }
 
 void ApiServer::stop() {
-  impl_->ctx.stopping.store(true);
   impl_->server->stop();
 }
 

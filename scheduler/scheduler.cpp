@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "scheduler/core.hpp"
 #include "scheduler/effects.hpp"
@@ -114,6 +115,27 @@ RequestOutcome not_running(const std::string& id) {
   return o;
 }
 
+// A promise and the caller's Notify: set() makes the future ready, then wakes the caller.
+// Shared by the calling thread (which may answer at once) and the scheduler thread.
+template <typename T>
+class Answer {
+ public:
+  explicit Answer(Notify notify) : notify_(std::move(notify)) {}
+  std::future<T> future() { return promise_.get_future(); }
+  template <typename... Value>  // none for Answer<void>
+  void set(Value&&... value) {
+    promise_.set_value(std::forward<Value>(value)...);
+    if (notify_) std::exchange(notify_, nullptr)();
+  }
+
+ private:
+  std::promise<T> promise_;
+  Notify notify_;
+};
+
+template <typename T>
+using AnswerPtr = std::shared_ptr<Answer<T>>;
+
 }  // namespace
 
 constexpr auto kHeartbeatPeriod = std::chrono::milliseconds(500);
@@ -145,10 +167,10 @@ struct Scheduler::Impl {
   std::atomic<std::uint64_t> next_request{1};
 
   // --- loop thread only ---
-  std::unordered_map<std::string, std::shared_ptr<std::promise<RequestOutcome>>> request_promises;
-  std::map<std::uint64_t, std::shared_ptr<std::promise<ActionResult>>> action_promises;
-  std::map<std::uint64_t, std::shared_ptr<std::promise<ModeResult>>> mode_promises;
-  std::map<std::uint64_t, std::shared_ptr<std::promise<ReloadResult>>> reload_promises;
+  std::unordered_map<std::string, AnswerPtr<RequestOutcome>> request_promises;
+  std::map<std::uint64_t, AnswerPtr<ActionResult>> action_promises;
+  std::map<std::uint64_t, AnswerPtr<ModeResult>> mode_promises;
+  std::map<std::uint64_t, AnswerPtr<ReloadResult>> reload_promises;
   std::uint64_t version = 0;
   // Answers to hand out once the current round's snapshot is published (scheduler thread).
   std::vector<std::function<void()>> after_publish;
@@ -418,8 +440,9 @@ struct Scheduler::Impl {
     for (auto& c : out.requests) {
       auto it = request_promises.find(c.request_id);
       if (it == request_promises.end()) continue;
-      it->second->set_value(std::move(c.outcome));
+      const AnswerPtr<RequestOutcome> a = std::move(it->second);
       request_promises.erase(it);
+      a->set(std::move(c.outcome));
     }
     for (auto& a : out.actions) fulfil(action_promises, a.token, std::move(a.result));
     for (auto& m : out.modes) fulfil(mode_promises, m.token, std::move(m.result));
@@ -432,8 +455,9 @@ struct Scheduler::Impl {
   static void fulfil(Map& m, std::uint64_t token, T value) {
     auto it = m.find(token);
     if (it == m.end()) return;
-    it->second->set_value(std::move(value));
+    auto a = std::move(it->second);
     m.erase(it);
+    a->set(std::move(value));
   }
 
   void start() {
@@ -498,20 +522,17 @@ struct Scheduler::Impl {
     CoreOutput out = core.take_output();
     answer(out);
     // Nobody waits forever: answer what is still pending.
-    for (auto& [id, p] : request_promises) p->set_value(not_running(id));
-    request_promises.clear();
-    for (auto& [t, p] : action_promises) p->set_value(ActionResult{false, 503, "the scheduler stopped"});
-    action_promises.clear();
-    for (auto& [t, p] : mode_promises) {
+    for (auto& [id, a] : std::exchange(request_promises, {})) a->set(not_running(id));
+    for (auto& [t, a] : std::exchange(action_promises, {}))
+      a->set(ActionResult{false, 503, "the scheduler stopped"});
+    for (auto& [t, a] : std::exchange(mode_promises, {})) {
       ModeResult r;
       r.http_status = 503;
       r.errors.push_back("the scheduler stopped");
-      p->set_value(std::move(r));
+      a->set(std::move(r));
     }
-    mode_promises.clear();
-    for (auto& [t, p] : reload_promises)
-      p->set_value(ReloadResult{false, "the scheduler stopped", {}, {}, {}});
-    reload_promises.clear();
+    for (auto& [t, a] : std::exchange(reload_promises, {}))
+      a->set(ReloadResult{false, "the scheduler stopped", {}, {}, {}});
   }
 };
 
@@ -529,10 +550,10 @@ void Scheduler::stop() {
   if (impl_) impl_->stop();
 }
 
-RequestTicket Scheduler::submit(RequestSpec spec) {
+RequestTicket Scheduler::submit(RequestSpec spec, Notify on_decided, Notify on_accepted) {
   if (spec.request_id.empty()) spec.request_id = "req-" + std::to_string(impl_->next_request.fetch_add(1));
-  auto promise = std::make_shared<std::promise<RequestOutcome>>();
-  RequestTicket ticket{spec.request_id, promise->get_future().share(), {}};
+  auto promise = std::make_shared<Answer<RequestOutcome>>(std::move(on_decided));
+  RequestTicket ticket{spec.request_id, promise->future().share(), {}};
   Impl* impl = impl_.get();
   // Fast path: a model that is ready in the published snapshot is answered here, without a
   // round trip through the scheduler thread (bench/README.md "HTTP"); the use is recorded
@@ -540,29 +561,30 @@ RequestTicket Scheduler::submit(RequestSpec spec) {
   // window is no different from one evicted just after the answer. A lease is taken through
   // the service's lease gate, which the scheduler closes before it lets the service go.
   if (auto answered = spec.hold_lease ? impl->lease_from_gate(spec) : impl->answer_from_snapshot(spec)) {
-    promise->set_value(std::move(*answered));
+    promise->set(std::move(*answered));
+    if (on_accepted) on_accepted();
     return ticket;  // decided: `accepted` stays invalid, which means taken in
   }
-  auto accepted = std::make_shared<std::promise<void>>();
-  ticket.accepted = accepted->get_future().share();
+  auto accepted = std::make_shared<Answer<void>>(std::move(on_accepted));
+  ticket.accepted = accepted->future().share();
   const bool posted =
       impl->post("request", [impl, promise, accepted, spec = std::move(spec)](TimePoint t) mutable {
-        impl->after_publish.push_back([accepted] { accepted->set_value(); });
+        impl->after_publish.push_back([accepted] { accepted->set(); });
         if (impl->request_promises.count(spec.request_id) != 0) {  // a live request has this id
           RequestOutcome o;
           o.request_id = spec.request_id;
           o.status = RequestStatus::rejected;
           o.http_status = 409;
           o.message = "request id '" + spec.request_id + "' is already in use";
-          promise->set_value(std::move(o));
+          promise->set(std::move(o));
           return;
         }
         impl->request_promises.emplace(spec.request_id, promise);
         impl->core.submit(std::move(spec), t);
       });
   if (!posted) {
-    promise->set_value(not_running(ticket.request_id));
-    accepted->set_value();
+    promise->set(not_running(ticket.request_id));
+    accepted->set();
   }
   return ticket;
 }
@@ -581,21 +603,18 @@ std::optional<RequestInfo> Scheduler::request_info(const std::string& request_id
   return std::nullopt;
 }
 
-Result<void> Scheduler::cancel(const std::string& request_id) {
-  auto promise = std::make_shared<std::promise<Result<void>>>();
-  auto future = promise->get_future();
+std::future<Result<void>> Scheduler::cancel(const std::string& request_id, Notify on_done) {
+  auto promise = std::make_shared<Answer<Result<void>>>(std::move(on_done));
+  auto future = promise->future();
   Impl* impl = impl_.get();
   if (!impl->post("cancel", [impl, promise, request_id](TimePoint t) {
         // Answered after this round's snapshot is out, so a GET right after sees "cancelled".
         impl->after_publish.push_back(
-            [promise, r = impl->core.cancel(request_id, t)]() mutable { promise->set_value(std::move(r)); });
+            [promise, r = impl->core.cancel(request_id, t)]() mutable { promise->set(std::move(r)); });
       })) {
-    return make_error("the scheduler is not running");
+    promise->set(make_error("the scheduler is not running"));
   }
-  if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
-    return make_error("the scheduler did not answer the cancel in time");
-  }
-  return future.get();
+  return future;
 }
 
 void Scheduler::release_lease(LeaseId lease) {
@@ -607,23 +626,24 @@ void Scheduler::release_lease(LeaseId lease) {
   impl->post("lease release", [impl, lease](TimePoint t) { impl->core.release_lease(lease, t); });
 }
 
-std::future<ActionResult> Scheduler::service_action(const std::string& service_id, ServiceAction action) {
-  auto promise = std::make_shared<std::promise<ActionResult>>();
-  auto future = promise->get_future();
+std::future<ActionResult> Scheduler::service_action(const std::string& service_id, ServiceAction action,
+                                                    Notify on_done) {
+  auto promise = std::make_shared<Answer<ActionResult>>(std::move(on_done));
+  auto future = promise->future();
   Impl* impl = impl_.get();
   const std::uint64_t token = impl->next_token.fetch_add(1);
   if (!impl->post("service action", [impl, promise, token, service_id, action](TimePoint t) {
         impl->action_promises.emplace(token, promise);
         impl->core.service_action(token, service_id, action, t);
       })) {
-    promise->set_value(ActionResult{false, 503, "the scheduler is not running"});
+    promise->set(ActionResult{false, 503, "the scheduler is not running"});
   }
   return future;
 }
 
-std::future<ModeResult> Scheduler::switch_mode(const std::string& mode_id) {
-  auto promise = std::make_shared<std::promise<ModeResult>>();
-  auto future = promise->get_future();
+std::future<ModeResult> Scheduler::switch_mode(const std::string& mode_id, Notify on_done) {
+  auto promise = std::make_shared<Answer<ModeResult>>(std::move(on_done));
+  auto future = promise->future();
   Impl* impl = impl_.get();
   const std::uint64_t token = impl->next_token.fetch_add(1);
   if (!impl->post("mode switch", [impl, promise, token, mode_id](TimePoint t) {
@@ -634,18 +654,17 @@ std::future<ModeResult> Scheduler::switch_mode(const std::string& mode_id) {
     r.mode = mode_id;
     r.http_status = 503;
     r.errors.push_back("the scheduler is not running");
-    promise->set_value(std::move(r));
+    promise->set(std::move(r));
   }
   return future;
 }
 
-std::future<ReloadResult> Scheduler::reload() {
-  auto promise = std::make_shared<std::promise<ReloadResult>>();
-  auto future = promise->get_future();
+std::future<ReloadResult> Scheduler::reload(Notify on_done) {
+  auto promise = std::make_shared<Answer<ReloadResult>>(std::move(on_done));
+  auto future = promise->future();
   Impl* impl = impl_.get();
   if (!impl->deps.load_config) {
-    promise->set_value(
-        ReloadResult{false, "reload is not supported: the config has no source to re-read", {}, {}, {}});
+    promise->set(ReloadResult{false, "reload is not supported: the config has no source to re-read", {}, {}, {}});
     return future;
   }
   const std::uint64_t token = impl->next_token.fetch_add(1);
@@ -665,18 +684,16 @@ std::future<ReloadResult> Scheduler::reload() {
                  [impl, token, loaded](TimePoint t) { impl->core.reload(token, *loaded, t); });
     });
   });
-  if (!posted) promise->set_value(ReloadResult{false, "the scheduler is not running", {}, {}, {}});
+  if (!posted) promise->set(ReloadResult{false, "the scheduler is not running", {}, {}, {}});
   return future;
 }
 
-std::future<Result<DryRun>> Scheduler::dry_run(const std::string& model) {
-  auto promise = std::make_shared<std::promise<Result<DryRun>>>();
-  auto future = promise->get_future();
+std::future<Result<DryRun>> Scheduler::dry_run(const std::string& model, Notify on_done) {
+  auto promise = std::make_shared<Answer<Result<DryRun>>>(std::move(on_done));
+  auto future = promise->future();
   Impl* impl = impl_.get();
-  if (!impl->post("plan", [impl, promise, model](TimePoint t) {
-        promise->set_value(impl->core.dry_run(model, t));
-      })) {
-    promise->set_value(make_error("the scheduler is not running"));
+  if (!impl->post("plan", [impl, promise, model](TimePoint t) { promise->set(impl->core.dry_run(model, t)); })) {
+    promise->set(make_error("the scheduler is not running"));
   }
   return future;
 }

@@ -1,5 +1,6 @@
 // Scheduler: the single thread that owns every piece of mutable state (services, GPUs,
-// ledger, queue, leases). Callers on other threads post commands and get futures; backend
+// ledger, queue, leases). Callers on other threads post commands and get futures (and, if they
+// must not block a thread on them, a Notify when each is ready); backend
 // work (start, health polling, sleep, stop, VRAM release waits) runs on worker threads and
 // posts completion events back. Readers get an immutable snapshot published after each
 // change, so nothing is shared under ad-hoc locks.
@@ -78,6 +79,13 @@ struct RequestSpec {
 };
 
 using LeaseId = std::uint64_t;
+
+// A wake-up for a caller that must not block a thread on a future (the HTTP loop answers
+// thousands of waiting clients with none). Called once, right after its future became ready, on
+// whichever thread made it ready: the scheduler thread, the thread that stops the scheduler, or
+// the caller's own inside the call when the answer is immediate. It must be short and must not
+// block or call back into the Scheduler: post to your own loop and look at the future there.
+using Notify = std::function<void()>;
 
 struct RequestOutcome {
   std::string request_id;
@@ -196,15 +204,20 @@ class Scheduler {
   void start();  // adopts running services, then starts the loop
   void stop();
 
-  RequestTicket submit(RequestSpec spec);
+  // Any thread. `on_decided` follows ticket.outcome, `on_accepted` ticket.accepted (see Notify).
+  RequestTicket submit(RequestSpec spec, Notify on_decided = {}, Notify on_accepted = {});
   std::optional<RequestInfo> request_info(const std::string& request_id) const;
-  Result<void> cancel(const std::string& request_id);
+  // Any thread. Answered after the snapshot that shows the request cancelled is published.
+  std::future<Result<void>> cancel(const std::string& request_id, Notify on_done = {});
   void release_lease(LeaseId lease);
 
-  std::future<ActionResult> service_action(const std::string& service_id, ServiceAction action);
-  std::future<ModeResult> switch_mode(const std::string& mode_id);
-  std::future<ReloadResult> reload();
-  std::future<Result<DryRun>> dry_run(const std::string& model);
+  // Any thread; each future is answered once the operation is over (a start: once the service
+  // is ready or failed), or at once when the scheduler is not running.
+  std::future<ActionResult> service_action(const std::string& service_id, ServiceAction action,
+                                           Notify on_done = {});
+  std::future<ModeResult> switch_mode(const std::string& mode_id, Notify on_done = {});
+  std::future<ReloadResult> reload(Notify on_done = {});
+  std::future<Result<DryRun>> dry_run(const std::string& model, Notify on_done = {});
 
   [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const;
   // Any thread; a few atomic loads.

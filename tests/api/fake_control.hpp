@@ -12,11 +12,14 @@
 
 namespace gpumod::api::testing {
 
+// A future that is ready, and the caller's Notify called as the Scheduler does (after).
 template <typename T>
-std::future<T> ready_future(T value) {
+std::future<T> ready_future(T value, const scheduler::Notify& notify) {
   std::promise<T> p;
   p.set_value(std::move(value));
-  return p.get_future();
+  auto f = p.get_future();
+  if (notify) notify();
+  return f;
 }
 
 class FakeControl final : public Control {
@@ -106,9 +109,15 @@ class FakeControl final : public Control {
     info.outcome = outcome;
   }
   void fulfil(const std::string& request_id, const scheduler::RequestOutcome& outcome) {
-    std::lock_guard lock(mutex_);
-    pending_.at(request_id).set_value(outcome);
-    pending_.erase(request_id);
+    scheduler::Notify notify;
+    {
+      std::lock_guard lock(mutex_);
+      auto& pending = pending_.at(request_id);
+      pending.promise.set_value(outcome);
+      notify = std::move(pending.notify);
+      pending_.erase(request_id);
+    }
+    if (notify) notify();
   }
 
   // --- recorded ---
@@ -138,7 +147,14 @@ class FakeControl final : public Control {
   }
 
   // --- Control ---
-  scheduler::RequestTicket submit(scheduler::RequestSpec spec) override {
+  scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided, Notify on_accepted) override {
+    const auto ticket = submit_locked(std::move(spec), on_decided);
+    // The fake takes every request in at once (`accepted` stays invalid), as the Scheduler does
+    // for one it decides at once.
+    if (on_accepted) on_accepted();
+    return ticket;
+  }
+  scheduler::RequestTicket submit_locked(scheduler::RequestSpec spec, Notify& on_decided) {
     std::lock_guard lock(mutex_);
     if (record) submitted_.push_back(spec);
     scheduler::RequestTicket ticket;
@@ -146,7 +162,7 @@ class FakeControl final : public Control {
     std::promise<scheduler::RequestOutcome> promise;
     ticket.outcome = promise.get_future().share();
     if (hold_outcomes) {
-      pending_.emplace(ticket.request_id, std::move(promise));
+      pending_.emplace(ticket.request_id, Pending{std::move(promise), std::move(on_decided)});
       scheduler::RequestInfo info;
       info.request_id = ticket.request_id;
       info.model = spec.model;
@@ -167,6 +183,7 @@ class FakeControl final : public Control {
     outcome.request_id = ticket.request_id;
     if (spec.hold_lease && outcome.status == scheduler::RequestStatus::ready) outcome.lease = ++next_lease_;
     promise.set_value(outcome);
+    if (on_decided) on_decided();
     return ticket;
   }
   [[nodiscard]] std::optional<scheduler::RequestInfo> request_info(
@@ -176,7 +193,10 @@ class FakeControl final : public Control {
     if (it == infos_.end()) return std::nullopt;
     return it->second;
   }
-  Result<void> cancel(const std::string& request_id) override {
+  std::future<Result<void>> cancel(const std::string& request_id, Notify on_done) override {
+    return ready_future(cancel_now(request_id), on_done);
+  }
+  Result<void> cancel_now(const std::string& request_id) {
     if (on_cancel) {
       auto r = on_cancel(request_id);
       if (!r) {
@@ -198,20 +218,29 @@ class FakeControl final : public Control {
     if (record) released_.push_back(lease);
   }
   std::future<scheduler::ActionResult> service_action(const std::string& service_id,
-                                                      scheduler::ServiceAction action) override {
-    std::lock_guard lock(mutex_);
-    if (record) actions_.push_back(service_id + ":" + std::to_string(static_cast<int>(action)));
-    return ready_future(action_result);
+                                                      scheduler::ServiceAction action, Notify on_done) override {
+    scheduler::ActionResult r;
+    {
+      std::lock_guard lock(mutex_);
+      if (record) actions_.push_back(service_id + ":" + std::to_string(static_cast<int>(action)));
+      r = action_result;
+    }
+    return ready_future(r, on_done);
   }
-  std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id) override {
-    std::lock_guard lock(mutex_);
-    if (record) actions_.push_back("mode:" + mode_id);
-    auto r = mode_result;
+  std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id, Notify on_done) override {
+    scheduler::ModeResult r;
+    {
+      std::lock_guard lock(mutex_);
+      if (record) actions_.push_back("mode:" + mode_id);
+      r = mode_result;
+    }
     r.mode = mode_id;
-    return ready_future(r);
+    return ready_future(r, on_done);
   }
-  std::future<scheduler::ReloadResult> reload() override { return ready_future(reload_result); }
-  std::future<Result<scheduler::DryRun>> dry_run(const std::string& model) override {
+  std::future<scheduler::ReloadResult> reload(Notify on_done) override {
+    return ready_future(reload_result, on_done);
+  }
+  std::future<Result<scheduler::DryRun>> dry_run(const std::string& model, Notify on_done) override {
     scheduler::DryRun d;
     d.service = model == "embed" ? "vllm-embedding" : "qwen3-coder";
     d.plan.outcome = policy::Outcome::plan;
@@ -220,7 +249,7 @@ class FakeControl final : public Control {
     d.plan.actions = {policy::Action{policy::ActionKind::sleep, 0, 0, 0},
                       policy::Action{policy::ActionKind::start, 1, 0, 0}};
     d.steps = {"sleep qwen3-coder on GPU 0 (frees 19.5 GiB)", "start vllm-embedding on GPU 0"};
-    return ready_future(Result<scheduler::DryRun>(d));
+    return ready_future(Result<scheduler::DryRun>(d), on_done);
   }
   [[nodiscard]] std::shared_ptr<const scheduler::Snapshot> snapshot() const override {
     std::lock_guard lock(mutex_);
@@ -255,7 +284,11 @@ class FakeControl final : public Control {
   std::shared_ptr<const config::Config> config_;
   std::shared_ptr<const scheduler::Snapshot> snapshot_;
   std::map<std::string, scheduler::RequestInfo> infos_;
-  std::map<std::string, std::promise<scheduler::RequestOutcome>> pending_;
+  struct Pending {
+    std::promise<scheduler::RequestOutcome> promise;
+    Notify notify;
+  };
+  std::map<std::string, Pending> pending_;
   std::vector<scheduler::RequestSpec> submitted_;
   std::vector<std::string> cancelled_;
   std::vector<scheduler::LeaseId> released_;

@@ -435,14 +435,14 @@ TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
   auto t1 = sched->submit(req("coder", true));
   ASSERT_TRUE(ready_in_time(t1.outcome));
   auto t2 = sched->submit(req("nemo"));
-  ASSERT_TRUE(sched->cancel(t2.request_id).ok());
+  ASSERT_TRUE(sched->cancel(t2.request_id).get().ok());
   // Once cancel() returns, the published state says so (a client's GET right after its DELETE).
   const auto info = sched->request_info(t2.request_id);
   ASSERT_TRUE(info.has_value());
   EXPECT_EQ(info->status, RequestStatus::cancelled);
   ASSERT_TRUE(ready_in_time(t2.outcome));
   EXPECT_EQ(t2.outcome.get().status, RequestStatus::cancelled);
-  EXPECT_FALSE(sched->cancel("no-such-request").ok());
+  EXPECT_FALSE(sched->cancel("no-such-request").get().ok());
 
   // A request still waiting when the scheduler stops is answered, not left hanging.
   auto t3 = sched->submit(req("nemo"));
