@@ -13,16 +13,28 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "http/async.hpp"
 #include "scheduler/scheduler.hpp"
 
 namespace gpumod::api {
 
-// Posts to the HTTP loop for as long as the server exists, and does nothing afterwards: a
+// A parked client, as the stopping server sees it.
+class WaitingClient {
+ public:
+  virtual ~WaitingClient() = default;
+  // Answers 503 "shutting down" (loop thread).
+  virtual void answer_stopping() = 0;
+};
+
+// The way back to the HTTP loop, and who waits there.
+// post(): any thread. It posts for as long as the server exists and does nothing afterwards: a
 // scheduler Notify may fire after the ApiServer is gone (the scheduler answers what is pending
 // when it stops), so a Notify never holds the Reactor itself.
+// The rest: loop thread only.
 class LoopPoster {
  public:
   explicit LoopPoster(http::Reactor& loop) : loop_(&loop) {}
@@ -36,22 +48,34 @@ class LoopPoster {
     loop_ = nullptr;
   }
 
+  void add(WaitingClient* w) { waiting_.insert(w); }
+  void remove(WaitingClient* w) { waiting_.erase(w); }
+  // The server is about to stop: every parked client gets its answer first.
+  void answer_all_stopping() {
+    const std::vector<WaitingClient*> all(waiting_.begin(), waiting_.end());
+    for (WaitingClient* w : all) {
+      if (waiting_.count(w) != 0) w->answer_stopping();
+    }
+  }
+
  private:
   std::mutex mutex_;
   http::Reactor* loop_;
+  std::unordered_set<WaitingClient*> waiting_;
 };
 
 // One client waiting for one future. Use: make(), pass notify() to the Control call and store
 // its future in `future`, then park(res, ...) from the handler. The Notify may fire before
 // park(): its post runs on the loop only after the handler has returned and park()ed.
 template <typename Future>
-class LaterAnswer : public std::enable_shared_from_this<LaterAnswer<Future>> {
+class LaterAnswer final : public WaitingClient, public std::enable_shared_from_this<LaterAnswer<Future>> {
  public:
   using Client = std::shared_ptr<http::Responder>;
   // Answers the client (send(), or a stream) once `future` is ready.
   using OnReady = std::function<void(Future& future, const Client& client)>;
-  // Answers the client when the budget passed first: the scheduler did not answer in time.
-  using OnLate = std::function<void(const Client& client)>;
+  // Answers the client when no answer will come in time: the budget passed first (the
+  // scheduler did not answer; a 504), or the server is stopping (a 503).
+  using OnLate = std::function<void(const Client& client, bool stopping)>;
   // The client left (or the server stopped) before the answer: no answer is possible.
   using OnGone = std::function<void()>;
 
@@ -81,8 +105,11 @@ class LaterAnswer : public std::enable_shared_from_this<LaterAnswer<Future>> {
  private:
   explicit LaterAnswer(std::shared_ptr<LoopPoster> poster) : poster_(std::move(poster)) {}
 
+  void answer_stopping() override { complete(/*in_time=*/false, /*stopping=*/true); }
+
   void begin(const Client& client, std::chrono::milliseconds budget) {
     client_ = client;
+    poster_->add(this);
     http::Reactor& loop = client->reactor();
     // The timer holds the only strong reference from here on: it goes when the answer is given.
     timer_ = loop.call_at(std::chrono::steady_clock::now() + budget,
@@ -98,7 +125,7 @@ class LaterAnswer : public std::enable_shared_from_this<LaterAnswer<Future>> {
     }
   }
 
-  void complete(bool in_time) {
+  void complete(bool in_time, bool stopping = false) {
     if (done_ || !client_) return;
     const auto keep = this->shared_from_this();  // finish_waiting drops the timer's reference
     finish_waiting();
@@ -108,12 +135,13 @@ class LaterAnswer : public std::enable_shared_from_this<LaterAnswer<Future>> {
     if (in_time || (future.valid() && future.wait_for(std::chrono::seconds(0)) == std::future_status::ready)) {
       on_ready_(future, client_);
     } else {
-      on_late_(client_);
+      on_late_(client_, stopping);
     }
   }
 
   void finish_waiting() {
     done_ = true;
+    poster_->remove(this);
     client_->reactor().cancel_call(timer_);
   }
 

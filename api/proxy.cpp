@@ -258,9 +258,13 @@ class Proxy {
         res, request_budget(ctx_, std::nullopt),
         [this, p](std::shared_future<scheduler::RequestOutcome>& outcome,
                   const std::shared_ptr<http::Responder>& client) { forward(*p, outcome.get(), client); },
-        [this, p](const std::shared_ptr<http::Responder>& client) {
+        [this, p](const std::shared_ptr<http::Responder>& client, bool stopping) {
           withdraw(p);
-          send_error(client->response(), 504, "model '" + p->model + "' did not become ready in time");
+          if (stopping) {
+            send_error(client->response(), 503, "gpumod is shutting down", 5);
+          } else {
+            send_error(client->response(), 504, "model '" + p->model + "' did not become ready in time");
+          }
           client->send();
         },
         // A client that leaves while its model loads withdraws its request.

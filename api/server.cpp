@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <csignal>
@@ -211,9 +212,14 @@ class Handlers {
           fill(future, client->response());
           client->send();
         },
-        [what = std::move(what), on_late = std::move(on_late)](const std::shared_ptr<http::Responder>& client) {
-          if (on_late) on_late(client);
-          answer_late(client->response(), what);
+        [what = std::move(what), on_late = std::move(on_late)](const std::shared_ptr<http::Responder>& client,
+                                                               bool stopping) {
+          if (on_late) on_late(client, stopping);
+          if (stopping) {
+            send_error(client->response(), 503, "gpumod is shutting down; " + what + " was not finished", 5);
+          } else {
+            answer_late(client->response(), what);
+          }
           client->send();
         });
   }
@@ -296,7 +302,7 @@ class Handlers {
         [](std::shared_future<scheduler::RequestOutcome>& outcome, HttpResponse& r) {
           answer_outcome(outcome.get(), r);
         },
-        [control = ctx_.control, id = ticket.request_id](const std::shared_ptr<http::Responder>&) {
+        [control = ctx_.control, id = ticket.request_id](const std::shared_ptr<http::Responder>&, bool) {
           (void)control->cancel(id, nullptr);
         });
   }
@@ -520,6 +526,7 @@ struct ApiServer::Impl {
   std::unique_ptr<http::HttpServer> server;
   Handlers handlers{ctx};
   bool bound = false;
+  std::atomic<bool> running{false};  // run() is in the server's loop
 
   Impl() = default;
   // The pool's connections unwatch themselves on the server's loop: drop them first. A
@@ -662,11 +669,23 @@ void ApiServer::run() {
     spdlog::error("api: run() called before a successful bind()");
     return;
   }
+  impl_->running.store(true);
   impl_->server->run();
+  impl_->running.store(false);
   impl_->ctx.upstreams->clear();
 }
 
 void ApiServer::stop() {
+  if (impl_->running.load()) {
+    // On the loop: the clients still waiting for the scheduler are told (503) before their
+    // connections close. Should the loop have ended meanwhile, the post is dropped, and the
+    // server is stopped already.
+    impl_->ctx.poster->post([impl = impl_.get()] {
+      impl->ctx.poster->answer_all_stopping();
+      impl->server->stop();
+    });
+    return;
+  }
   impl_->server->stop();
 }
 

@@ -3,6 +3,9 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "tests/api/test_server.hpp"
 
@@ -162,6 +165,66 @@ TEST(ApiServer, NoWaitAnswers202ThenTheRequestCanBeInspectedAndCancelled) {
   expect_error_shape(client->Get("/requests/nope"), 404, "not_found", "no request with id 'nope'");
   expect_error_shape(client->Delete("/requests/nope"), 404, "not_found", "no request with id 'nope'");
   server.control().fulfil("q-1", scheduler::RequestOutcome{});
+}
+
+// Clients waiting for the scheduler hold no worker thread: with far more waiting calls than the
+// server has workers (4), a route that needs a worker (/metrics) still answers at once, and
+// every waiting client gets its answer when the scheduler decides.
+TEST(ApiServer, ClientsWaitingForTheSchedulerHoldNoWorkerThread) {
+  TestServer server;
+  server.control().hold_outcomes = true;
+  constexpr int kWaiting = 24;
+  std::vector<std::thread> clients;
+  std::vector<int> statuses(kWaiting, 0);
+  for (int i = 0; i < kWaiting; ++i) {
+    clients.emplace_back([&, i] {
+      auto r = server.client()->Post("/request", {{"X-Request-Id", "w-" + std::to_string(i)}},
+                                     R"({"model":"coder"})", "application/json");
+      statuses[static_cast<std::size_t>(i)] = r ? r->status : -1;
+    });
+  }
+  for (int i = 0; i < 500 && server.control().submitted().size() < kWaiting; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(server.control().submitted().size(), static_cast<std::size_t>(kWaiting));
+  auto client = server.client();
+  client->set_read_timeout(std::chrono::seconds(5));
+  auto metrics = client->Get("/metrics");
+  ASSERT_TRUE(metrics) << "GET /metrics got no answer while " << kWaiting << " clients waited";
+  EXPECT_EQ(metrics->status, 200);
+  for (int i = 0; i < kWaiting; ++i) {
+    scheduler::RequestOutcome ready;
+    ready.status = scheduler::RequestStatus::ready;
+    ready.service = "qwen3-coder";
+    ready.endpoint = "http://127.0.0.1:7070";
+    server.control().fulfil("w-" + std::to_string(i), ready);
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(statuses, std::vector<int>(kWaiting, 200));
+}
+
+// A client still waiting when the server stops is told so (503 with Retry-After), not cut off.
+TEST(ApiServer, AClientWaitingWhenTheServerStopsGets503) {
+  auto control = std::make_shared<FakeControl>();
+  control->hold_outcomes = true;
+  auto server = std::make_unique<TestServer>(ServerOptions{}, control);
+  std::optional<httplib::Result> answer;
+  std::thread waiter([&, client = server->client()] {
+    answer.emplace(
+        client->Post("/request", {{"X-Request-Id", "w-stop"}}, R"({"model":"coder"})", "application/json"));
+  });
+  for (int i = 0; i < 500 && control->submitted().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(control->submitted().size(), 1U);
+  server.reset();  // stops and joins the server
+  waiter.join();
+  ASSERT_TRUE(answer.has_value());
+  expect_error_shape(*answer, 503, "unavailable", "shutting down");
+  if (*answer) {
+    EXPECT_FALSE((*answer)->get_header_value("Retry-After").empty());
+  }
+  control->fulfil("w-stop", scheduler::RequestOutcome{});  // the Notify finds no server: nothing happens
 }
 
 TEST(ApiServer, CancellingAFinishedRequestIsAConflict) {

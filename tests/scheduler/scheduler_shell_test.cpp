@@ -454,6 +454,107 @@ TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
   EXPECT_EQ(t4.outcome.get().http_status, 503);
 }
 
+// The HTTP loop waits for nothing: it hands each call a Notify and reads the future when that
+// fires. So each Notify must come exactly once, only once its future is ready, for an answer
+// given at once, one decided later on the scheduler thread, and one the stop gives.
+TEST(SchedulerShell, EveryNotifyFiresOnceAfterItsFutureIsReady) {
+  TempDir dir;
+  Shell sh(dir.path());
+  auto sched = sh.make();
+  sched->start();
+  struct Watched {
+    std::atomic<int> calls{0};
+    std::atomic<bool> ready_when_called{true};
+  };
+  const auto watch = [](Watched& w, auto* future) {
+    return [&w, future] {
+      if (future->wait_for(std::chrono::seconds(0)) != std::future_status::ready) w.ready_when_called = false;
+      ++w.calls;
+    };
+  };
+  const auto once_ready = [](const Watched& w) {
+    for (int i = 0; i < 500 && w.calls.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return w.calls.load() == 1 && w.ready_when_called.load();
+  };
+
+  // Decided later: the load happens on the scheduler's workers. The future is stored before
+  // the Notify can look at it through the slot (the HTTP loop does the same: its post runs
+  // after the handler returned).
+  Watched cold_decided, cold_accepted;
+  std::shared_future<RequestOutcome> cold_outcome;
+  std::shared_future<void> cold_taken;
+  std::mutex slots;
+  std::unique_lock hold(slots);
+  auto cold = sched->submit(
+      req("coder"),
+      [&] {
+        std::lock_guard l(slots);
+        watch(cold_decided, &cold_outcome)();
+      },
+      [&] {
+        std::lock_guard l(slots);
+        watch(cold_accepted, &cold_taken)();
+      });
+  cold_outcome = cold.outcome;
+  cold_taken = cold.accepted;
+  hold.unlock();
+  EXPECT_TRUE(once_ready(cold_accepted));
+  EXPECT_TRUE(once_ready(cold_decided));
+  EXPECT_EQ(cold_outcome.get().status, RequestStatus::ready);
+
+  // Answered at once from the snapshot: both fire inside submit, after the outcome is set.
+  Watched warm_accepted;
+  int decided_inside = 0;
+  auto warm = sched->submit(
+      req("coder"), [&] { ++decided_inside; }, [&] { ++warm_accepted.calls; });
+  EXPECT_EQ(decided_inside, 1);
+  EXPECT_EQ(warm_accepted.calls.load(), 1);
+  EXPECT_EQ(warm.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+
+  // An action, a plan, a cancel of an unknown request.
+  Watched action_done, plan_done, cancel_done;
+  std::future<ActionResult> action;
+  std::future<Result<DryRun>> plan;
+  std::future<Result<void>> cancel;
+  {
+    std::lock_guard l(slots);
+    action = sched->service_action("coder", ServiceAction::stop, [&] {
+      std::lock_guard g(slots);
+      watch(action_done, &action)();
+    });
+    plan = sched->dry_run("nemo", [&] {
+      std::lock_guard g(slots);
+      watch(plan_done, &plan)();
+    });
+    cancel = sched->cancel("no-such-request", [&] {
+      std::lock_guard g(slots);
+      watch(cancel_done, &cancel)();
+    });
+  }
+  EXPECT_TRUE(once_ready(action_done));
+  EXPECT_TRUE(once_ready(plan_done));
+  EXPECT_TRUE(once_ready(cancel_done));
+  EXPECT_FALSE(cancel.get().ok());
+
+  // Still pending when the scheduler stops: the stop answers it and fires its Notify.
+  Behavior slow = sh.world.behavior("nemo");
+  slow.never_healthy = true;
+  sh.world.set_behavior("nemo", slow);
+  Watched stopped_decided;
+  std::shared_future<RequestOutcome> stopped_outcome;
+  {
+    std::lock_guard l(slots);
+    auto t = sched->submit(req("nemo"), [&] {
+      std::lock_guard g(slots);
+      watch(stopped_decided, &stopped_outcome)();
+    });
+    stopped_outcome = t.outcome;
+  }
+  sched->stop();
+  EXPECT_TRUE(once_ready(stopped_decided));
+  EXPECT_EQ(stopped_outcome.get().http_status, 503);
+}
+
 TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
   TempDir dir;
   Shell sh(dir.path());
