@@ -6,9 +6,9 @@ clients waiting at once on one loading model cost it. Standard library only.
    and starts the daemon on it (loopback, a port the kernel picks).
 2. Idle: after --idle-s seconds, reads the daemon's threads and RSS (/proc/PID/status).
 3. Storm: opens --clients connections at once, each a /v1/chat/completions call for the same
-   model (not loaded), so every one waits while the model loads. Samples threads and RSS while
-   they wait (the peak of --samples readings), then counts the answers: every client must get
-   HTTP 200.
+   model (not loaded), so every one waits while the model loads. While they wait, times one
+   GET /metrics (a handler that needs a worker thread) and samples threads and RSS (the peak),
+   then counts the answers: every client must get HTTP 200.
 4. Stops the daemon and its services.
 
 Exits 1 if a client got no answer or not 200. Usage:
@@ -82,19 +82,32 @@ async def one_call(port, body, results):
         results.append("unanswered:" + type(e).__name__)
 
 
+async def timed_get(port, path):
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), timeout=300)
+    writer.close()
+    return data.split(b" ", 2)[1].decode(), (time.monotonic() - started) * 1000
+
+
 async def storm(port, clients, pid, samples, interval):
     body = json.dumps({"model": "m0", "messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": 4}).encode()
     results = []
     tasks = [asyncio.create_task(one_call(port, body, results)) for _ in range(clients)]
     peak_threads, peak_rss = 0, 0.0
+    # A call that needs one of the daemon's worker threads, while every client waits.
+    await asyncio.sleep(interval)
+    metrics = await timed_get(port, "/metrics")
     for _ in range(samples):
         await asyncio.sleep(interval)
         t, r = proc_status(pid)
         peak_threads, peak_rss = max(peak_threads, t), max(peak_rss, r)
     started = time.monotonic()
     await asyncio.gather(*tasks)
-    return results, peak_threads, peak_rss, time.monotonic() - started
+    return results, peak_threads, peak_rss, time.monotonic() - started, metrics
 
 
 def main():
@@ -126,7 +139,7 @@ def main():
         time.sleep(args.idle_s)
         idle_threads, idle_rss = proc_status(daemon.pid)
         samples = max(1, int(args.load_ms / 1000 * 2) - 1)
-        results, peak_threads, peak_rss, rest = asyncio.run(
+        results, peak_threads, peak_rss, rest, metrics = asyncio.run(
             storm(port, args.clients, daemon.pid, samples, 0.5))
         after_threads, after_rss = proc_status(daemon.pid)
         counts = {}
@@ -136,6 +149,7 @@ def main():
         print(f"idle:             threads {idle_threads}, RSS {idle_rss:.1f} MiB")
         print(f"clients waiting:  threads {peak_threads} (peak), RSS {peak_rss:.1f} MiB (peak)")
         print(f"after answers:    threads {after_threads}, RSS {after_rss:.1f} MiB")
+        print(f"GET /metrics while they wait: HTTP {metrics[0]} in {metrics[1]:.0f} ms")
         print(f"answers: {json.dumps(counts, sort_keys=True)} (last answer {rest:.1f} s after the sampling)")
         ok = counts.get("200", 0) == args.clients
         print("every client answered 200" if ok else "NOT every client answered 200")
