@@ -18,6 +18,7 @@
 
 #include "scheduler/core.hpp"
 #include "scheduler/effects.hpp"
+#include "scheduler/fast_path.hpp"
 
 namespace gpumod::scheduler {
 
@@ -175,153 +176,17 @@ struct Scheduler::Impl {
   // Answers to hand out once the current round's snapshot is published (scheduler thread).
   std::vector<std::function<void()>> after_publish;
 
-  // --- published ---
-  std::atomic<std::shared_ptr<const Snapshot>> snap;
-  std::atomic<std::shared_ptr<const config::Config>> cfg;
-  std::atomic<bool> live{false};  // the loop runs (the fast path reads it without the lock)
-
-  // Fast-path answers waiting to be recorded by the scheduler thread (note_served). Posting a
-  // task per answer woke that thread once per request (a quarter of the daemon's CPU on the
-  // fast path, bench/README.md "HTTP"). So the first answer after a quiet spell posts one task
-  // that records the batch, and while answers keep coming the loop records the next batch
-  // kServedLinger later on its own wake-up, not on a post: one request at a time (the proxy
-  // latency bench) then costs no scheduler wake-up per request either. Every round of the loop
-  // records the batch before it runs anything else, so a plan, an idle check or an eviction
-  // always sees every answer given before it; the linger only delays the admission-wait
-  // histogram and the keep-alive clock (which counts from the later time, the safe side).
-  static constexpr auto kServedLinger = std::chrono::milliseconds(50);
-  struct Served {
-    std::uint64_t count = 0;
-    std::optional<std::chrono::seconds> keep_alive;  // the longest asked for
-    TimePoint last{};  // when the last of them was answered: the eviction order (LRU) needs
-                       // it, as answers for several services share one batch
-  };
-  std::mutex served_mu;
-  std::map<std::string, Served> served;      // guarded by served_mu
-  bool served_drain_pending = false;         // guarded by served_mu: a drain is posted or timed
-  std::optional<TimePoint> served_drain_at;  // scheduler thread: the timed drain
-
-  bool record_served(const std::string& id, std::optional<std::chrono::seconds> keep_alive) {
-    bool post_drain = false;
-    {
-      std::lock_guard<std::mutex> l(served_mu);
-      Served& e = served[id];
-      ++e.count;
-      if (keep_alive && (!e.keep_alive || *keep_alive > *e.keep_alive)) e.keep_alive = keep_alive;
-      e.last = now();
-      post_drain = !served_drain_pending;
-      served_drain_pending = true;
-    }
-    if (!post_drain) return true;
-    // Only a wake-up: every round of the loop starts with drain_served.
-    const bool posted = post("record fast-path answers", [](TimePoint) {});
-    if (!posted) {
-      std::lock_guard<std::mutex> l(served_mu);
-      served.clear();
-      served_drain_pending = false;
-    }
-    return posted;
-  }
-
-  // Scheduler thread: records the waiting answers; if there were any, the next drain is timed
-  // kServedLinger from now, else the next answer posts again.
-  void drain_served(TimePoint at) {
-    std::map<std::string, Served> batch;
-    {
-      std::lock_guard<std::mutex> l(served_mu);
-      batch.swap(served);
-      if (batch.empty()) {
-        served_drain_pending = false;
-        served_drain_at.reset();
-        return;
-      }
-    }
-    for (const auto& [id, e] : batch) core.note_served(id, e.keep_alive, e.count, e.last);
-    served_drain_at = at + kServedLinger;
-  }
-
-  // Scheduler::submit's fast path: the answer for a model whose service is ready in the
-  // published snapshot, or nothing (then the scheduler thread decides, as for any request).
-  std::optional<RequestOutcome> answer_from_snapshot(const RequestSpec& spec) {
-    if (!live.load(std::memory_order_acquire)) return std::nullopt;
-    const auto c = cfg.load();
-    const auto s = snap.load();
-    if (!c || !s) return std::nullopt;
-    const config::Preset* p = c->resolve_model(spec.model);
-    if (p == nullptr) return std::nullopt;  // unknown: the scheduler's 404 names it
-    const auto it = std::find_if(s->services.begin(), s->services.end(),
-                                 [&](const ServiceSnapshot& x) { return x.id == p->id; });
-    if (it == s->services.end() || it->state != policy::SvcState::ready) return std::nullopt;
-    if (!record_served(it->id, spec.keep_alive)) return std::nullopt;
-    return ready_outcome(spec, *it);
-  }
-
-  static RequestOutcome ready_outcome(const RequestSpec& spec, const ServiceSnapshot& svc) {
-    RequestOutcome o;
-    o.request_id = spec.request_id;
-    o.status = RequestStatus::ready;
-    o.http_status = 200;
-    o.message = svc.id + " is ready";
-    o.service = svc.id;
-    o.endpoint = "http://127.0.0.1:" + std::to_string(svc.port);
-    o.gpu = svc.gpu;
-    return o;
-  }
-
-  // Scheduler::submit's fast path for a lease: a lease through the gate of the model's service,
-  // or nothing (then the scheduler thread decides, as for any request). The gate is open only
-  // while the core would serve the service at once, and it opens after the snapshot showing the
-  // service's way there was published; so the snapshot read after a successful acquire shows
-  // this very ready spell (endpoint, GPU) or, rarely, a state it has moved to since (a crash:
-  // then the lease goes back and the scheduler thread answers).
-  std::optional<RequestOutcome> lease_from_gate(const RequestSpec& spec) {
-    if (!live.load(std::memory_order_acquire)) return std::nullopt;
-    const auto c = cfg.load();
-    if (!c) return std::nullopt;
-    const config::Preset* p = c->resolve_model(spec.model);
-    if (p == nullptr) return std::nullopt;
-    LeaseGates& gates = core.gates();  // thread-safe; the object lives as long as the core
-    const auto slot = gates.slot_of(p->id);
-    if (!slot) return std::nullopt;
-    const auto lease = gates.acquire(*slot);
-    if (!lease) return std::nullopt;
-    const auto s = snap.load();
-    const ServiceSnapshot* svc = nullptr;
-    if (s) {
-      for (const auto& x : s->services) {
-        if (x.id == p->id) svc = &x;
-      }
-    }
-    if (svc == nullptr || svc->state != policy::SvcState::ready || !record_served(svc->id, spec.keep_alive)) {
-      give_back_gate_lease(*lease, /*counted=*/false);
-      return std::nullopt;
-    }
-    if (deps.metrics != nullptr) deps.metrics->add_active_leases(svc->id, 1);
-    RequestOutcome o = ready_outcome(spec, *svc);
-    o.lease = *lease;
-    return o;
-  }
-
-  // On the caller's thread; the scheduler thread hears of it only when it waits for the gate
-  // to empty. counted: the lease is in the active-leases gauge.
-  void give_back_gate_lease(LeaseId lease, bool counted) {
-    LeaseGates& gates = core.gates();
-    const LeaseGates::Released r = gates.release(lease);
-    if (!r.released) {
-      spdlog::warn("lease {:#x} given back twice or never handed out: ignored", lease);
-      return;
-    }
-    if (counted && deps.metrics != nullptr) deps.metrics->add_active_leases(gates.name(r.slot), -1);
-    if (r.notify)
-      post("lease gate drained", [this, slot = r.slot](TimePoint at) { core.on_gate_drained(slot, at); });
-  }
+  // --- shared with callers' threads: the published state, lease gates, answers to record ---
+  FastPath fast;
 
   Impl(config::Config c, Deps d)
       : deps(std::move(d)),
         state_dir(c.daemon.state_dir),
         core(std::move(c), deps.metrics),
-        exec(deps, state_dir) {
-    cfg.store(core.shared_config());
+        exec(deps, state_dir),
+        fast(*deps.clock, deps.metrics, core.gates(),
+             [this](const char* what, Task task) { return post(what, std::move(task)); },
+             [this](std::size_t slot, TimePoint at) { core.on_gate_drained(slot, at); }) {
     publish(deps.clock->now());
   }
 
@@ -364,8 +229,7 @@ struct Scheduler::Impl {
     auto s = std::make_shared<Snapshot>(core.snapshot(t));
     s->version = ++version;
     s->probe_kind = deps.probe != nullptr ? deps.probe->kind() : "none";
-    snap.store(std::move(s));
-    cfg.store(core.shared_config());
+    fast.publish(std::move(s), core.shared_config());
   }
 
   void run_loop() {
@@ -375,7 +239,8 @@ struct Scheduler::Impl {
       std::deque<Posted> batch;
       {
         std::unique_lock<std::mutex> l(mu);
-        const TimePoint wake = served_drain_at ? std::min(tick_due, *served_drain_at) : tick_due;
+        const auto drain_at = fast.next_drain();
+        const TimePoint wake = drain_at ? std::min(tick_due, *drain_at) : tick_due;
         // Even with nothing to do the loop turns once per kHeartbeatPeriod, so a heartbeat older
         // than that means a step is stuck, not that the daemon is idle.
         const auto wait = std::min<Clock::Duration>(wake - now(), kHeartbeatPeriod);
@@ -388,7 +253,8 @@ struct Scheduler::Impl {
       beat(nullptr);
       TimePoint t = now();
       beat("record fast-path answers");
-      drain_served(t);
+      fast.drain(t, [this](const std::string& id, std::optional<std::chrono::seconds> keep_alive,
+                           std::uint64_t count, TimePoint last) { core.note_served(id, keep_alive, count, last); });
       for (auto& posted : batch) {
         beat(posted.what);
         posted.task(t);
@@ -493,7 +359,7 @@ struct Scheduler::Impl {
       running = true;
       quit = false;
     }
-    live.store(true, std::memory_order_release);
+    fast.set_live(true);
     dispatch(t);
     publish(t);
     loop = std::thread([this] { run_loop(); });
@@ -506,7 +372,7 @@ struct Scheduler::Impl {
       running = false;  // no new posts
       quit = true;
     }
-    live.store(false, std::memory_order_release);
+    fast.set_live(false);
     cv.notify_all();
     if (loop.joinable()) loop.join();
     pool->stop();  // in-flight backend calls finish; their results are dropped
@@ -560,7 +426,7 @@ RequestTicket Scheduler::submit(RequestSpec spec, Notify on_decided, Notify on_a
   // there afterwards. The snapshot can be a few microseconds old: a service evicted in that
   // window is no different from one evicted just after the answer. A lease is taken through
   // the service's lease gate, which the scheduler closes before it lets the service go.
-  if (auto answered = spec.hold_lease ? impl->lease_from_gate(spec) : impl->answer_from_snapshot(spec)) {
+  if (auto answered = impl->fast.answer(spec)) {
     promise->set(std::move(*answered));
     if (on_accepted) on_accepted();
     return ticket;  // decided: `accepted` stays invalid, which means taken in
@@ -620,7 +486,7 @@ std::future<Result<void>> Scheduler::cancel(const std::string& request_id, Notif
 void Scheduler::release_lease(LeaseId lease) {
   Impl* impl = impl_.get();
   if (LeaseGates::is_gate_lease(lease)) {
-    impl->give_back_gate_lease(lease, /*counted=*/true);
+    impl->fast.give_back(lease, /*counted=*/true);
     return;
   }
   impl->post("lease release", [impl, lease](TimePoint t) { impl->core.release_lease(lease, t); });
@@ -701,7 +567,7 @@ std::future<Result<DryRun>> Scheduler::dry_run(const std::string& model, Notify 
 LoopHealth Scheduler::loop_health() const {
   LoopHealth h;
   const Impl& impl = *impl_;
-  h.running = impl.live.load(std::memory_order_acquire);
+  h.running = impl.fast.live();
   const std::int64_t now_ns = Impl::steady_ns();
   const auto ms = [now_ns](std::int64_t then) {
     return std::chrono::milliseconds(then == 0 ? 0 : std::max<std::int64_t>(0, (now_ns - then) / 1000000));
@@ -711,17 +577,17 @@ LoopHealth Scheduler::loop_health() const {
     h.in_flight = what;
     h.in_flight_for = ms(impl.doing_since_ns.load(std::memory_order_relaxed));
   }
-  const auto c = impl.cfg.load();
+  const auto c = impl.fast.config();
   h.stall_timeout = c ? c->daemon.policy.stall_timeout : h.stall_timeout;
   h.stalled = h.running && h.since_last_turn > h.stall_timeout;
   return h;
 }
 
 std::shared_ptr<const Snapshot> Scheduler::snapshot() const {
-  return impl_->snap.load();
+  return impl_->fast.snapshot();
 }
 std::shared_ptr<const config::Config> Scheduler::config() const {
-  return impl_->cfg.load();
+  return impl_->fast.config();
 }
 
 }  // namespace gpumod::scheduler

@@ -2,8 +2,9 @@
 // ledger, queue, leases). Callers on other threads post commands and get futures (and, if they
 // must not block a thread on them, a Notify when each is ready); backend
 // work (start, health polling, sleep, stop, VRAM release waits) runs on worker threads and
-// posts completion events back. Readers get an immutable snapshot published after each
-// change, so nothing is shared under ad-hoc locks.
+// posts completion events back. Readers get an immutable snapshot published after each change.
+// One deliberate exception: a request for a ready model is answered on the caller's thread
+// (submit, release_lease), through what scheduler/fast_path.hpp shares and says why.
 #pragma once
 
 #include <chrono>
