@@ -27,7 +27,8 @@ class Control {
   virtual ~Control() = default;
 
   // --- requests (see scheduler::Scheduler) ---
-  virtual scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided, Notify on_accepted) = 0;
+  virtual scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided,
+                                          Notify on_accepted) = 0;
   [[nodiscard]] virtual std::optional<scheduler::RequestInfo> request_info(
       const std::string& request_id) const = 0;
   virtual std::future<Result<void>> cancel(const std::string& request_id, Notify on_done) = 0;
@@ -35,7 +36,8 @@ class Control {
 
   // --- operations ---
   virtual std::future<scheduler::ActionResult> service_action(const std::string& service_id,
-                                                              scheduler::ServiceAction action, Notify on_done) = 0;
+                                                              scheduler::ServiceAction action,
+                                                              Notify on_done) = 0;
   virtual std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id, Notify on_done) = 0;
   virtual std::future<scheduler::ReloadResult> reload(Notify on_done) = 0;
   virtual std::future<Result<scheduler::DryRun>> dry_run(const std::string& model, Notify on_done) = 0;

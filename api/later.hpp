@@ -99,7 +99,9 @@ class LaterAnswer final : public WaitingClient, public std::enable_shared_from_t
     on_ready_ = std::move(on_ready);
     on_late_ = std::move(on_late);
     on_gone_ = std::move(on_gone);
-    res.async = [self = this->shared_from_this(), budget](const Client& client) { self->begin(client, budget); };
+    res.async = [self = this->shared_from_this(), budget](const Client& client) {
+      self->begin(client, budget);
+    };
   }
 
  private:
@@ -132,7 +134,8 @@ class LaterAnswer final : public WaitingClient, public std::enable_shared_from_t
     client_->on_gone(nullptr);
     if (!client_->open()) return;
     // The budget can pass in the same round as the answer came: an answer is an answer.
-    if (in_time || (future.valid() && future.wait_for(std::chrono::seconds(0)) == std::future_status::ready)) {
+    if (in_time ||
+        (future.valid() && future.wait_for(std::chrono::seconds(0)) == std::future_status::ready)) {
       on_ready_(future, client_);
     } else {
       on_late_(client_, stopping);

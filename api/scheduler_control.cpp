@@ -17,7 +17,8 @@ class SchedulerControl final : public Control {
   SchedulerControl(scheduler::Scheduler& scheduler, exporter::Metrics& metrics)
       : scheduler_(scheduler), metrics_(metrics) {}
 
-  scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided, Notify on_accepted) override {
+  scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided,
+                                  Notify on_accepted) override {
     return scheduler_.submit(std::move(spec), std::move(on_decided), std::move(on_accepted));
   }
   [[nodiscard]] std::optional<scheduler::RequestInfo> request_info(
@@ -30,7 +31,8 @@ class SchedulerControl final : public Control {
   void release_lease(scheduler::LeaseId lease) override { scheduler_.release_lease(lease); }
 
   std::future<scheduler::ActionResult> service_action(const std::string& service_id,
-                                                      scheduler::ServiceAction action, Notify on_done) override {
+                                                      scheduler::ServiceAction action,
+                                                      Notify on_done) override {
     return scheduler_.service_action(service_id, action, std::move(on_done));
   }
   std::future<scheduler::ModeResult> switch_mode(const std::string& mode_id, Notify on_done) override {

@@ -194,7 +194,8 @@ class Handlers {
             [this](HttpRequest&, HttpResponse& res) { list_modes(res); });
     s.route("POST", "/modes/{}/switch", HandlerKind::inline_,
             [this](HttpRequest& req, HttpResponse& res) { switch_mode(req.captures[0], res); });
-    s.route("POST", "/reload", HandlerKind::inline_, [this](HttpRequest&, HttpResponse& res) { reload(res); });
+    s.route("POST", "/reload", HandlerKind::inline_,
+            [this](HttpRequest&, HttpResponse& res) { reload(res); });
     s.route("GET", "/plan", HandlerKind::inline_,
             [this](HttpRequest& req, HttpResponse& res) { plan(req, res); });
   }
@@ -352,7 +353,8 @@ class Handlers {
                       [id](std::future<Result<void>>& future, HttpResponse& r) {
                         const auto cancelled = future.get();
                         if (!cancelled) {
-                          send_error(r, 409, "request '" + id + "' cannot be cancelled: " + cancelled.error());
+                          send_error(r, 409,
+                                     "request '" + id + "' cannot be cancelled: " + cancelled.error());
                           return;
                         }
                         send_json(r, 200, json{{"request_id", id}, {"status", "cancelled"}});
@@ -419,7 +421,8 @@ class Handlers {
           json body{{"service", id}, {"action", action_name}, {"ok", result.ok}, {"message", result.message}};
           if (!result.ok) {
             const int code = result.http_status >= 400 ? result.http_status : 409;
-            send_error(r, code, result.message.empty() ? action_name + " of '" + id + "' failed" : result.message);
+            send_error(r, code,
+                       result.message.empty() ? action_name + " of '" + id + "' failed" : result.message);
             body["error"] = json::parse(r.body)["error"];
             r.set_content(to_wire(body), "application/json");
             return;

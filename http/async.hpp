@@ -38,6 +38,11 @@ class Reactor {
   virtual Id call_at(TimePoint when, Callback callback) = 0;
   virtual void cancel_call(Id id) = 0;
 
+  // Debug builds: aborts unless called on the loop thread (base/thread_owner.hpp). Everything
+  // above is loop-only; code built on the Reactor (the upstream pool) checks its own methods
+  // with this too.
+  virtual void assert_on_loop(const char* what) const = 0;
+
   // Any thread: runs `callback` on the loop thread soon. Dropped (destroyed unrun) when the
   // server stops first.
   virtual void post(Callback callback) = 0;

@@ -28,6 +28,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "base/thread_owner.hpp"
 #include "http/async.hpp"
 #include "http/request_parser.hpp"
 #include "http/response_parser.hpp"
@@ -306,6 +307,7 @@ struct HttpServer::Loop final : Reactor {
   std::vector<Callback> posted;
 
   // --- Reactor: watches, timers, connections an async answer touched ---
+  ThreadOwner loop_thread;  // run()'s thread
   Id next_id = 1;
   std::unordered_map<Id, std::unique_ptr<Watch>> watches;
   std::vector<std::unique_ptr<Watch>> dead_watches;  // unwatched this round; freed after it
@@ -319,7 +321,10 @@ struct HttpServer::Loop final : Reactor {
 
   // ---------------------------------------------------------------- Reactor
 
+  void assert_on_loop(const char* what) const override { loop_thread.assert_owner(what); }
+
   Id watch(int fd, std::uint32_t events, FdCallback callback) override {
+    assert_on_loop("Reactor::watch");
     auto w = std::make_unique<Watch>();
     w->id = next_id++;
     w->fd = fd;
@@ -334,6 +339,7 @@ struct HttpServer::Loop final : Reactor {
   }
 
   void unwatch(Id id) override {
+    assert_on_loop("Reactor::unwatch");
     auto it = watches.find(id);
     if (it == watches.end()) return;
     it->second->dead = true;
@@ -345,6 +351,7 @@ struct HttpServer::Loop final : Reactor {
   }
 
   Id call_at(TimePoint when, Callback callback) override {
+    assert_on_loop("Reactor::call_at");
     const Id id = next_id++;
     timers.emplace(id, Timer{std::move(callback), timer_order.emplace(when, id)});
     return id;
@@ -353,6 +360,7 @@ struct HttpServer::Loop final : Reactor {
   // Both entries go at once: a cancelled timer left in timer_order would stay there until it
   // came due (a proxied call's 600 s silence timer, cancelled at every call's end).
   void cancel_call(Id id) override {
+    assert_on_loop("Reactor::cancel_call");
     auto it = timers.find(id);
     if (it == timers.end()) return;
     timer_order.erase(it->second.order);
@@ -1032,6 +1040,7 @@ struct HttpServer::Loop final : Reactor {
   // ---------------------------------------------------------------- run
 
   void run() {
+    loop_thread.bind();
     epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd < 0) {
       spdlog::error("http: epoll_create1: {}", std::strerror(errno));

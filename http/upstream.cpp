@@ -142,6 +142,7 @@ UpstreamPool::UpstreamPool(http::Reactor& reactor) : reactor_(reactor) {}
 UpstreamPool::~UpstreamPool() = default;
 
 std::unique_ptr<UpstreamConnection> UpstreamPool::take(const UpstreamAddress& address) {
+  reactor_.assert_on_loop("UpstreamPool::take");
   auto it = idle_.find(address_key(address));
   if (it == idle_.end() || it->second.empty()) return nullptr;
   auto connection = std::move(it->second.back());
@@ -151,6 +152,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take(const UpstreamAddress& ad
 }
 
 void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> connection) {
+  reactor_.assert_on_loop("UpstreamPool::give_back");
   auto& idle = idle_[connection->key()];
   if (idle.size() >= kMaxIdlePerAddress) return;
   UpstreamConnection* raw = connection.get();

@@ -10,6 +10,8 @@
 #include <set>
 #include <string_view>
 
+#include "base/thread_owner.hpp"
+
 namespace gpumod::scheduler {
 
 using policy::Bytes;
@@ -154,6 +156,7 @@ bool same_launch(const config::Preset& a, const config::Preset& b) {
 }  // namespace
 
 struct SchedulerCore::Impl {
+  ThreadOwner owner;  // the thread that drives the core (checked in debug builds)
   std::shared_ptr<const config::Config> cfg;
   exporter::Metrics* metrics;
   AdmissionQueue queue;
@@ -1993,46 +1996,59 @@ SchedulerCore::~SchedulerCore() = default;
 
 void SchedulerCore::adopt(const std::vector<backends::RunInfo>& running, const std::string& state_file_json,
                           TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::adopt");
   impl_->adopt(running, state_file_json, now);
 }
 void SchedulerCore::on_probe_sample(const backends::ProbeSample& sample, TimePoint taken, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::on_probe_sample");
   impl_->on_probe_sample(sample, taken, now);
 }
 void SchedulerCore::on_probe_error(const std::string& message, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::on_probe_error");
   impl_->on_probe_error(message, now);
 }
 void SchedulerCore::on_poll_done(PollDone done, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::on_poll_done");
   impl_->on_poll_done(std::move(done), now);
 }
 void SchedulerCore::on_op_done(const OpDone& done, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::on_op_done");
   impl_->on_op_done(done, now);
 }
 void SchedulerCore::on_process_exit(const std::string& service, const backends::ExitInfo& exit,
                                     TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::on_process_exit");
   impl_->on_process_exit(service, exit, now);
   impl_->advance(now);
   impl_->pump(now);
 }
 void SchedulerCore::tick(TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::tick");
   impl_->tick(now);
 }
 void SchedulerCore::submit(RequestSpec spec, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::submit");
   impl_->submit(std::move(spec), now);
 }
 void SchedulerCore::note_served(const std::string& service, std::optional<std::chrono::seconds> keep_alive,
                                 std::uint64_t count, TimePoint answered) {
+  impl_->owner.assert_owner("SchedulerCore::note_served");
   impl_->note_served(service, keep_alive, count, answered);
 }
 void SchedulerCore::on_stop_signalled(std::uint64_t op, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::on_stop_signalled");
   impl_->on_stop_signalled(op, now);
 }
 Result<void> SchedulerCore::cancel(const std::string& request_id, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::cancel");
   return impl_->cancel(request_id, now);
 }
 void SchedulerCore::release_lease(LeaseId lease, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::release_lease");
   impl_->release_lease(lease, now);
 }
 void SchedulerCore::on_gate_drained(std::size_t slot, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::on_gate_drained");
   impl_->on_gate_drained(slot, now);
 }
 LeaseGates& SchedulerCore::gates() {
@@ -2040,18 +2056,23 @@ LeaseGates& SchedulerCore::gates() {
 }
 void SchedulerCore::service_action(std::uint64_t token, const std::string& service, ServiceAction action,
                                    TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::service_action");
   impl_->service_action(token, service, action, now);
 }
 void SchedulerCore::switch_mode(std::uint64_t token, const std::string& mode, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::switch_mode");
   impl_->switch_mode(token, mode, now);
 }
 void SchedulerCore::reload(std::uint64_t token, const config::LoadResult& loaded, TimePoint now) {
+  impl_->owner.assert_owner("SchedulerCore::reload");
   impl_->reload(token, loaded, now);
 }
 Result<DryRun> SchedulerCore::dry_run(const std::string& model, TimePoint now) const {
+  impl_->owner.assert_owner("SchedulerCore::dry_run");
   return impl_->dry_run(model, now);
 }
 CoreOutput SchedulerCore::take_output() {
+  impl_->owner.assert_owner("SchedulerCore::take_output");
   impl_->sync_gates();
   impl_->flush_persist();
   CoreOutput o = std::move(impl_->out);
@@ -2059,6 +2080,7 @@ CoreOutput SchedulerCore::take_output() {
   return o;
 }
 Snapshot SchedulerCore::snapshot(TimePoint now) const {
+  impl_->owner.assert_owner("SchedulerCore::snapshot");
   return impl_->snapshot(now);
 }
 const config::Config& SchedulerCore::config() const {
@@ -2068,21 +2090,30 @@ std::shared_ptr<const config::Config> SchedulerCore::shared_config() const {
   return impl_->cfg;
 }
 TimePoint SchedulerCore::next_wakeup(TimePoint now) const {
+  impl_->owner.assert_owner("SchedulerCore::next_wakeup");
   return impl_->next_wakeup(now);
 }
 policy::SvcState SchedulerCore::state_of(const std::string& service) const {
+  impl_->owner.assert_owner("SchedulerCore::state_of");
   const auto it = impl_->svcs.find(service);
   return it == impl_->svcs.end() ? SvcState::stopped : it->second.state;
 }
 std::string SchedulerCore::last_error_of(const std::string& service) const {
+  impl_->owner.assert_owner("SchedulerCore::last_error_of");
   const auto it = impl_->svcs.find(service);
   return it == impl_->svcs.end() ? std::string() : it->second.last_error;
 }
 std::size_t SchedulerCore::queue_length() const {
+  impl_->owner.assert_owner("SchedulerCore::queue_length");
   return impl_->queue.size();
 }
 std::string SchedulerCore::persisted_state_json() const {
+  impl_->owner.assert_owner("SchedulerCore::persisted_state_json");
   return impl_->state_json();
+}
+
+void SchedulerCore::bind_to_current_thread() {
+  impl_->owner.bind();
 }
 
 }  // namespace gpumod::scheduler

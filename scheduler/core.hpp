@@ -157,6 +157,11 @@ class SchedulerCore {
   // When the shell should call tick() next at the latest.
   [[nodiscard]] TimePoint next_wakeup(TimePoint now) const;
 
+  // Single-threaded: every method but gates() is for one thread at a time, the first that calls
+  // one (checked in debug builds, base/thread_owner.hpp). The shell hands the core over with
+  // this when its loop starts and when a stop drains what is left.
+  void bind_to_current_thread();
+
   // --- for tests and the shell ---
   [[nodiscard]] policy::SvcState state_of(const std::string& service) const;
   [[nodiscard]] std::string last_error_of(const std::string& service) const;

@@ -184,9 +184,10 @@ struct Scheduler::Impl {
         state_dir(c.daemon.state_dir),
         core(std::move(c), deps.metrics),
         exec(deps, state_dir),
-        fast(*deps.clock, deps.metrics, core.gates(),
-             [this](const char* what, Task task) { return post(what, std::move(task)); },
-             [this](std::size_t slot, TimePoint at) { core.on_gate_drained(slot, at); }) {
+        fast(
+            *deps.clock, deps.metrics, core.gates(),
+            [this](const char* what, Task task) { return post(what, std::move(task)); },
+            [this](std::size_t slot, TimePoint at) { core.on_gate_drained(slot, at); }) {
     publish(deps.clock->now());
   }
 
@@ -233,6 +234,7 @@ struct Scheduler::Impl {
   }
 
   void run_loop() {
+    core.bind_to_current_thread();
     TimePoint tick_due = now();  // the core's next wake-up
     for (;;) {
       beat(nullptr);
@@ -253,8 +255,9 @@ struct Scheduler::Impl {
       beat(nullptr);
       TimePoint t = now();
       beat("record fast-path answers");
-      fast.drain(t, [this](const std::string& id, std::optional<std::chrono::seconds> keep_alive,
-                           std::uint64_t count, TimePoint last) { core.note_served(id, keep_alive, count, last); });
+      fast.drain(
+          t, [this](const std::string& id, std::optional<std::chrono::seconds> keep_alive,
+                    std::uint64_t count, TimePoint last) { core.note_served(id, keep_alive, count, last); });
       for (auto& posted : batch) {
         beat(posted.what);
         posted.task(t);
@@ -376,6 +379,7 @@ struct Scheduler::Impl {
     cv.notify_all();
     if (loop.joinable()) loop.join();
     pool->stop();  // in-flight backend calls finish; their results are dropped
+    core.bind_to_current_thread();
     // Tasks posted before the stop still hold their callers' promises: run them (the loop
     // is gone, so this thread owns the core now) and answer what completes; no new effects.
     std::deque<Posted> rest;
@@ -530,7 +534,8 @@ std::future<ReloadResult> Scheduler::reload(Notify on_done) {
   auto future = promise->future();
   Impl* impl = impl_.get();
   if (!impl->deps.load_config) {
-    promise->set(ReloadResult{false, "reload is not supported: the config has no source to re-read", {}, {}, {}});
+    promise->set(
+        ReloadResult{false, "reload is not supported: the config has no source to re-read", {}, {}, {}});
     return future;
   }
   const std::uint64_t token = impl->next_token.fetch_add(1);
@@ -558,7 +563,8 @@ std::future<Result<DryRun>> Scheduler::dry_run(const std::string& model, Notify 
   auto promise = std::make_shared<Answer<Result<DryRun>>>(std::move(on_done));
   auto future = promise->future();
   Impl* impl = impl_.get();
-  if (!impl->post("plan", [impl, promise, model](TimePoint t) { promise->set(impl->core.dry_run(model, t)); })) {
+  if (!impl->post("plan",
+                  [impl, promise, model](TimePoint t) { promise->set(impl->core.dry_run(model, t)); })) {
     promise->set(make_error("the scheduler is not running"));
   }
   return future;

@@ -147,7 +147,8 @@ class FakeControl final : public Control {
   }
 
   // --- Control ---
-  scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided, Notify on_accepted) override {
+  scheduler::RequestTicket submit(scheduler::RequestSpec spec, Notify on_decided,
+                                  Notify on_accepted) override {
     const auto ticket = submit_locked(std::move(spec), on_decided);
     // The fake takes every request in at once (`accepted` stays invalid), as the Scheduler does
     // for one it decides at once.
@@ -218,7 +219,8 @@ class FakeControl final : public Control {
     if (record) released_.push_back(lease);
   }
   std::future<scheduler::ActionResult> service_action(const std::string& service_id,
-                                                      scheduler::ServiceAction action, Notify on_done) override {
+                                                      scheduler::ServiceAction action,
+                                                      Notify on_done) override {
     scheduler::ActionResult r;
     {
       std::lock_guard lock(mutex_);

@@ -96,6 +96,21 @@ class Server {
 using gpumod::testing::Raw;
 using gpumod::testing::Reply;
 
+#ifndef NDEBUG
+// Debug builds check thread ownership: a loop-only Reactor call from another thread while the
+// loop runs aborts and names the call, instead of racing with the loop.
+TEST(HttpServerDeathTest, ALoopOnlyCallFromAnotherThreadAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Server server;
+        (void)server.client()->Get("/healthz");  // the loop runs (and owns the reactor)
+        server.http().reactor().call_at(std::chrono::steady_clock::now(), [] {});
+      },
+      "Reactor::call_at called off its owning thread");
+}
+#endif
+
 TEST(HttpServer, ManyRequestsOnOneKeepAliveConnection) {
   Server server;
   Raw c(server.port());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <functional>
 #include <sstream>
+#include <thread>
 
 #include "exporter/metrics.hpp"
 
@@ -207,6 +208,21 @@ TEST(Core, DeadlinePassedIs504) {
   EXPECT_EQ(rig.outcome("r1").status, RequestStatus::timed_out);
   EXPECT_EQ(rig.core->queue_length(), 0u);
 }
+
+#ifndef NDEBUG
+// Debug builds check that one thread drives the core: a second thread's call aborts and names
+// the method.
+TEST(CoreDeathTest, ACallFromASecondThreadAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Rig rig(make_config({preset("coder", 20000, 7070)}), {kCard});
+        rig.core->tick(rig.now());
+        std::thread([&] { rig.core->tick(rig.now()); }).join();
+      },
+      "SchedulerCore::tick called off its owning thread");
+}
+#endif
 
 TEST(Core, CancelRemovesAQueuedRequest) {
   Rig rig(make_config({preset("coder", 20000, 7070), preset("nemo", 20000, 7071)}), {kCard});

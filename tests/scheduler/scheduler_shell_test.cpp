@@ -473,7 +473,8 @@ TEST(SchedulerShell, EveryNotifyFiresOnceAfterItsFutureIsReady) {
     };
   };
   const auto once_ready = [](const Watched& w) {
-    for (int i = 0; i < 500 && w.calls.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 500 && w.calls.load() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return w.calls.load() == 1 && w.ready_when_called.load();
   };
 
