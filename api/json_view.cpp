@@ -6,6 +6,28 @@ namespace gpumod::api {
 
 using nlohmann::json;
 
+int http_status(scheduler::Refusal refusal, int if_none) {
+  using scheduler::Refusal;
+  switch (refusal) {
+    case Refusal::none:
+      return if_none;
+    case Refusal::unknown:
+      return 404;
+    case Refusal::conflict:
+      return 409;
+    case Refusal::never_fits:
+      return 422;
+    case Refusal::queue_full:
+    case Refusal::unavailable:
+      return 503;
+    case Refusal::deadline:
+      return 504;
+    case Refusal::failed:
+      return 500;
+  }
+  return 500;
+}
+
 const char* error_type(int http_status) {
   switch (http_status) {
     case 400:
@@ -83,7 +105,8 @@ json to_json(const scheduler::ServiceSnapshot& s) {
 json to_json(const scheduler::RequestOutcome& o) {
   json j{{"request_id", o.request_id},
          {"status", scheduler::to_string(o.status)},
-         {"http_status", o.http_status},
+         {"http_status", http_status(o.refusal, 200)},
+         {"refusal", scheduler::to_string(o.refusal)},
          {"message", o.message},
          {"service", o.service},
          {"endpoint", o.endpoint},

@@ -13,6 +13,11 @@ namespace gpumod::api {
 
 // Enum names on the wire are their owners' to_string (policy/planner.hpp, scheduler.hpp).
 
+// The one mapping of the scheduler's refusals to HTTP (docs/api.md): unknown 404, conflict 409,
+// never_fits 422, queue_full and unavailable 503, deadline 504, failed 500; `if_none` for
+// Refusal::none (200 for an answer that is not a refusal).
+int http_status(scheduler::Refusal refusal, int if_none);
+
 // "invalid_request", "unauthorized", "not_found", ... for an HTTP status.
 const char* error_type(int http_status);
 nlohmann::json error_body(int http_status, const std::string& message, const std::string& request_id);

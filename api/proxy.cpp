@@ -352,7 +352,7 @@ class Proxy {
     auto lease = std::make_unique<LeaseGuard>(ctx_.control, outcome.lease);
     HttpResponse& res = client->response();
     if (outcome.status != scheduler::RequestStatus::ready) {
-      send_error(res, outcome.http_status >= 400 ? outcome.http_status : 503,
+      send_error(res, http_status(outcome.refusal, 503),
                  outcome.message.empty() ? "model '" + p.model + "' is not available" : outcome.message,
                  outcome.retry_after_seconds);
       client->send();

@@ -314,7 +314,7 @@ class Handlers {
       res.set_content(ready_answer(o), "application/json");
       return;
     }
-    const int code = o.http_status >= 400 ? o.http_status : 500;
+    const int code = http_status(o.refusal, 500);
     std::string message =
         o.message.empty() ? std::string("request ") + scheduler::to_string(o.status) : o.message;
     if (code == 503) res.set_header("Retry-After", std::to_string(std::max(1, o.retry_after_seconds)));
@@ -420,7 +420,7 @@ class Handlers {
           const auto result = future.get();
           json body{{"service", id}, {"action", action_name}, {"ok", result.ok}, {"message", result.message}};
           if (!result.ok) {
-            const int code = result.http_status >= 400 ? result.http_status : 409;
+            const int code = http_status(result.refusal, 409);
             send_error(r, code,
                        result.message.empty() ? action_name + " of '" + id + "' failed" : result.message);
             body["error"] = json::parse(r.body)["error"];
@@ -463,7 +463,7 @@ class Handlers {
                         const auto result = future.get();
                         json body = to_json(result);
                         if (!result.ok) {
-                          const int code = result.http_status >= 400 ? result.http_status : 409;
+                          const int code = http_status(result.refusal, 409);
                           std::string message = "switch to mode '" + id + "' failed";
                           if (!result.errors.empty()) message += ": " + name_list(result.errors, 5);
                           send_error(r, code, message);

@@ -214,12 +214,12 @@ void BM_SchedulerSubmitReadyModelRoundTrip(benchmark::State& state) {
   sched.start();
   for (int i = 0; i < 2000; ++i) {  // wait (bounded) until the adopted service is verified ready
     auto t = sched.submit(gpumod::scheduler::RequestSpec{"svc3", {}, {}, {}, false, ""});
-    if (t.outcome.get().http_status == 200) break;
+    if (t.outcome.get().refusal == gpumod::scheduler::Refusal::none) break;
     std::this_thread::sleep_for(1ms);
   }
   for (auto _ : state) {
     auto t = sched.submit(gpumod::scheduler::RequestSpec{"svc3", {}, {}, {}, false, ""});
-    benchmark::DoNotOptimize(t.outcome.get().http_status);
+    benchmark::DoNotOptimize(t.outcome.get().refusal);
   }
   state.SetItemsProcessed(state.iterations());
 }

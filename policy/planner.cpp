@@ -27,7 +27,8 @@
 //      executor never starts a service before the driver shows the bytes really free.
 //
 //   3. Protection. A service is never touched when it is in transit (starting, waking,
-//      stopping), pinned, leased (leases > 0), of higher priority than the request
+//      stopping), pinned, under another operation of the scheduler's, leaving the config,
+//      leased (leases > 0), of higher priority than the request
 //      (priority > request.priority), or inside its keep-alive window with priority >= the
 //      request's (an equal-priority request does not cut a keep-alive window short; a
 //      strictly higher-priority one does). Candidates for eviction on a GPU are the other
@@ -163,6 +164,8 @@ const char* protection_of(const ServiceView& s, int request_priority) {
       break;
   }
   if (s.pinned) return "pinned";
+  if (s.in_flight) return "operation in flight";
+  if (s.retiring) return "leaving the config";
   if (s.leases > 0) return "leased";
   if (s.priority > request_priority) return "higher priority";
   if (s.keep_alive_active && s.priority >= request_priority) return "keep-alive";

@@ -39,7 +39,9 @@ struct ServiceView {
   Bytes sleep_residual = 0;  // charged while sleeping
   bool can_sleep = false;
   int priority = 50;  // higher is more important
-  bool pinned = false;
+  bool pinned = false;             // the preset says never evict it
+  bool in_flight = false;          // the scheduler has an operation under way on it
+  bool retiring = false;           // it left the config and goes once its users are done
   int leases = 0;                  // > 0 => busy, never evicted
   bool keep_alive_active = false;  // inside its keep-alive window => not evicted for lower priority
   std::int64_t last_used = 0;      // monotonic ticks; smaller = used longer ago
@@ -87,8 +89,9 @@ Plan plan(const std::vector<GpuView>& gpus, const std::vector<ServiceView>& serv
 // Bytes a service is charged for in its state: vram from starting to stopping, the sleep
 // residual while sleeping, nothing when stopped or failed.
 Bytes charge_of(const ServiceView& s);
-// Why `s` may not be slept or stopped for a request of `request_priority` ("pinned", "leased",
-// "higher priority", "keep-alive", or its in-transit state), or nullptr when it may be.
+// Why `s` may not be slept or stopped for a request of `request_priority` ("pinned",
+// "operation in flight", "leaving the config", "leased", "higher priority", "keep-alive", or its
+// in-transit state), or nullptr when it may be.
 const char* protection_of(const ServiceView& s, int request_priority);
 // "19.53 GiB", "512 MiB", "12 B": how reasons print sizes.
 std::string format_bytes(Bytes b);

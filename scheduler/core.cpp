@@ -382,7 +382,9 @@ struct SchedulerCore::Impl {
       sv.sleep_residual = s.preset->sleep_residual_mb() * kMiB;
       sv.can_sleep = s.preset->can_sleep();
       sv.priority = s.preset->priority;
-      sv.pinned = s.preset->pinned || s.phase != Phase::idle || s.retire;
+      sv.pinned = s.preset->pinned;
+      sv.in_flight = s.phase != Phase::idle;
+      sv.retiring = s.retire;
       sv.leases = busy_leases(s);
       sv.keep_alive_active = now < s.keep_alive_until;
       sv.last_used = s.last_used;
@@ -430,11 +432,11 @@ struct SchedulerCore::Impl {
     out.changed = true;
   }
 
-  void fail_request(const std::string& rid, RequestStatus st, int http, const std::string& msg, TimePoint now,
+  void fail_request(const std::string& rid, RequestStatus st, Refusal why, const std::string& msg, TimePoint now,
                     int retry_after = 0) {
     RequestOutcome o;
     o.status = st;
-    o.http_status = http;
+    o.refusal = why;
     o.message = msg;
     o.retry_after_seconds = retry_after;
     finish_request(rid, std::move(o), now);
@@ -447,7 +449,7 @@ struct SchedulerCore::Impl {
     const RequestRec& r = it->second;
     RequestOutcome o;
     o.status = RequestStatus::ready;
-    o.http_status = 200;
+    o.refusal = Refusal::none;
     o.message = id + " is ready";
     o.service = id;
     o.endpoint = endpoint(s);
@@ -474,14 +476,14 @@ struct SchedulerCore::Impl {
     if (until > s.keep_alive_until) s.keep_alive_until = until;
   }
 
-  void fail_waiters(Svc& s, int http, const std::string& msg, TimePoint now, int retry_after) {
+  void fail_waiters(Svc& s, Refusal why, const std::string& msg, TimePoint now, int retry_after) {
     auto waiters = std::move(s.waiters);
     s.waiters.clear();
-    for (const auto& rid : waiters) fail_request(rid, RequestStatus::rejected, http, msg, now, retry_after);
+    for (const auto& rid : waiters) fail_request(rid, RequestStatus::rejected, why, msg, now, retry_after);
   }
 
-  void finish_action(std::vector<std::uint64_t>& tokens, bool ok, int http, const std::string& msg) {
-    for (auto t : tokens) out.actions.push_back({t, ActionResult{ok, http, msg}});
+  void finish_action(std::vector<std::uint64_t>& tokens, bool ok, Refusal why, const std::string& msg) {
+    for (auto t : tokens) out.actions.push_back({t, ActionResult{ok, why, msg}});
     tokens.clear();
   }
 
@@ -494,11 +496,11 @@ struct SchedulerCore::Impl {
     if (spec.request_id.empty()) spec.request_id = "r" + std::to_string(next_request++);
     const std::string rid = spec.request_id;
     // A duplicate id is not remembered: the id belongs to the live request.
-    auto reject_now = [&](int http, const std::string& msg, const char* reason, int retry_after = 0) {
+    auto reject_now = [&](Refusal why, const std::string& msg, const char* reason, int retry_after = 0) {
       RequestOutcome o;
       o.request_id = rid;
       o.status = RequestStatus::rejected;
-      o.http_status = http;
+      o.refusal = why;
       o.message = msg;
       o.retry_after_seconds = retry_after;
       if (metrics != nullptr) metrics->inc_rejection(reason);
@@ -510,13 +512,13 @@ struct SchedulerCore::Impl {
       out.requests.push_back(Completion{rid, std::move(o)});
     };
     if (requests.count(rid) != 0) {
-      reject_now(409, "request id '" + rid + "' is already in use", "duplicate_id");
+      reject_now(Refusal::conflict, "request id '" + rid + "' is already in use", "duplicate_id");
       return;
     }
     const config::Preset* p = cfg->resolve_model(spec.model);
     if (p == nullptr || svcs.count(p->id) == 0) {
       reject_now(
-          404,
+          Refusal::unknown,
           "unknown model '" + spec.model + "': no service, model id, alias or router model has that name",
           "unknown_model");
       return;
@@ -547,11 +549,11 @@ struct SchedulerCore::Impl {
     switch (queue.push(q)) {
       case AdmissionQueue::PushResult::full:
         reject_now(
-            503, "admission queue is full (" + std::to_string(queue.max_length()) + " waiting); retry later",
+            Refusal::queue_full, "admission queue is full (" + std::to_string(queue.max_length()) + " waiting); retry later",
             "queue_full", kQueueFullRetryAfter);
         return;
       case AdmissionQueue::PushResult::duplicate_id:
-        reject_now(409, "request id '" + rid + "' is already queued", "duplicate_id");
+        reject_now(Refusal::conflict, "request id '" + rid + "' is already queued", "duplicate_id");
         return;
       case AdmissionQueue::PushResult::queued:
         break;
@@ -681,7 +683,7 @@ struct SchedulerCore::Impl {
         case policy::Outcome::never_fits: {
           for (const auto& q : queue.take_service(id, now)) {
             if (metrics != nullptr) metrics->inc_rejection("never_fits");
-            fail_request(q.id, RequestStatus::rejected, 422, id + " never fits: " + plan.reason, now);
+            fail_request(q.id, RequestStatus::rejected, Refusal::never_fits, id + " never fits: " + plan.reason, now);
           }
           update_queue_metrics(now);
           break;
@@ -791,10 +793,10 @@ struct SchedulerCore::Impl {
       case Phase::sleeping_op:
         s.stop_after_op = true;
         s.stop_reason = reason;
-        if (s.phase == Phase::launching) fail_waiters(s, 503, id + " was stopped: " + reason, now, 0);
+        if (s.phase == Phase::launching) fail_waiters(s, Refusal::unavailable, id + " was stopped: " + reason, now, 0);
         return false;
       case Phase::vram_wait: {
-        abort_bringup(id, s, id + " was stopped before it started: " + reason, now, 503, 0);
+        abort_bringup(id, s, id + " was stopped before it started: " + reason, now, Refusal::unavailable, 0);
         if (s.state == SvcState::sleeping) {
           begin_stop(id, s, reason, now);
           return false;
@@ -805,8 +807,8 @@ struct SchedulerCore::Impl {
       case Phase::health:
       case Phase::activating:
       case Phase::verifying:
-        fail_waiters(s, 503, id + " was stopped: " + reason, now, 0);
-        finish_action(s.tokens_ready, false, 409, id + " was stopped: " + reason);
+        fail_waiters(s, Refusal::unavailable, id + " was stopped: " + reason, now, 0);
+        finish_action(s.tokens_ready, false, Refusal::conflict, id + " was stopped: " + reason);
         begin_stop(id, s, reason, now);
         return false;
       case Phase::idle:
@@ -822,7 +824,7 @@ struct SchedulerCore::Impl {
   }
 
   // A bring-up that never launched: back to where it was, memory never used.
-  void abort_bringup(const std::string& id, Svc& s, const std::string& msg, TimePoint now, int http,
+  void abort_bringup(const std::string& id, Svc& s, const std::string& msg, TimePoint now, Refusal why,
                      int retry_after) {
     s.phase = Phase::idle;
     s.awaiting.clear();
@@ -834,8 +836,8 @@ struct SchedulerCore::Impl {
       set_state(id, s, SvcState::stopped, now);
       s.gpu = -1;
     }
-    fail_waiters(s, http, msg, now, retry_after);
-    finish_action(s.tokens_ready, false, http, msg);
+    fail_waiters(s, why, msg, now, retry_after);
+    finish_action(s.tokens_ready, false, why, msg);
   }
 
   // A launched bring-up failed: the service is failed and its process group is stopped.
@@ -844,8 +846,8 @@ struct SchedulerCore::Impl {
     mark_gpu_changed(s.gpu, now);
     s.last_error = msg;
     if (s.state == SvcState::starting && metrics != nullptr) metrics->inc_service_start_failure(id);
-    fail_waiters(s, 503, msg, now, 0);
-    finish_action(s.tokens_ready, false, 503, msg);
+    fail_waiters(s, Refusal::unavailable, msg, now, 0);
+    finish_action(s.tokens_ready, false, Refusal::unavailable, msg);
     set_state(id, s, SvcState::failed, now);
     if (s.phase == Phase::launching) {
       s.stop_after_op = true;
@@ -943,7 +945,7 @@ struct SchedulerCore::Impl {
     if (metrics != nullptr) metrics->inc_vram_release_timeout(s.gpu);
     const int retry = static_cast<int>(std::max<std::int64_t>(
         1, std::chrono::duration_cast<std::chrono::seconds>(policy().vram_release_timeout).count() / 4));
-    abort_bringup(id, s, msg, now, 503, retry);
+    abort_bringup(id, s, msg, now, Refusal::unavailable, retry);
   }
 
   // ---------- op completions ----------
@@ -1003,8 +1005,8 @@ struct SchedulerCore::Impl {
     if (s.stop_after_op) {
       s.stop_after_op = false;
       if (s.state != SvcState::failed) {
-        fail_waiters(s, 503, id + " was stopped: " + s.stop_reason, now, 0);
-        finish_action(s.tokens_ready, false, 409, id + " was stopped: " + s.stop_reason);
+        fail_waiters(s, Refusal::unavailable, id + " was stopped: " + s.stop_reason, now, 0);
+        finish_action(s.tokens_ready, false, Refusal::conflict, id + " was stopped: " + s.stop_reason);
       }
       begin_stop(id, s, s.stop_reason, now);
       return;
@@ -1013,8 +1015,8 @@ struct SchedulerCore::Impl {
       // Nothing runs: no stop needed.
       s.last_error = id + " failed to start: " + d.message;
       if (metrics != nullptr) metrics->inc_service_start_failure(id);
-      fail_waiters(s, 503, s.last_error, now, 0);
-      finish_action(s.tokens_ready, false, 503, s.last_error);
+      fail_waiters(s, Refusal::unavailable, s.last_error, now, 0);
+      finish_action(s.tokens_ready, false, Refusal::unavailable, s.last_error);
       s.phase = Phase::idle;
       s.gpu = -1;
       set_state(id, s, SvcState::failed, now);
@@ -1071,7 +1073,7 @@ struct SchedulerCore::Impl {
     s.waiters.clear();
     for (const auto& rid : waiters) serve(rid, id, s, now);
     absorb_queued(id, s, now);
-    finish_action(s.tokens_ready, true, 200, id + " is ready");
+    finish_action(s.tokens_ready, true, Refusal::none, id + " is ready");
     after_idle(id, s, now);
   }
 
@@ -1088,7 +1090,7 @@ struct SchedulerCore::Impl {
     }
     set_state(id, s, SvcState::sleeping, now);
     if (metrics != nullptr) metrics->inc_sleep(id);
-    finish_action(s.tokens_slept, true, 200, id + " is sleeping");
+    finish_action(s.tokens_slept, true, Refusal::none, id + " is sleeping");
     eviction_done(id);
     if (s.stop_after_op) {
       s.stop_after_op = false;
@@ -1111,8 +1113,8 @@ struct SchedulerCore::Impl {
     } else if (s.state != SvcState::failed) {
       set_state(id, s, SvcState::stopped, now);
     }
-    finish_action(s.tokens_stopped, d.ok, d.ok ? 200 : 500, d.ok ? id + " is stopped" : s.last_error);
-    finish_action(s.tokens_slept, false, 409, id + " was stopped instead of sleeping");
+    finish_action(s.tokens_stopped, d.ok, d.ok ? Refusal::none : Refusal::failed, d.ok ? id + " is stopped" : s.last_error);
+    finish_action(s.tokens_slept, false, Refusal::conflict, id + " was stopped instead of sleeping");
     eviction_done(id);
     if (s.retire) {
       spdlog::info("{} removed from the config: stopped and forgotten", id);
@@ -1139,7 +1141,7 @@ struct SchedulerCore::Impl {
         auto waiters = std::move(s.waiters);
         s.waiters.clear();
         for (const auto& rid : waiters) serve(rid, id, s, now);
-        finish_action(s.tokens_ready, true, 200, id + " is ready");
+        finish_action(s.tokens_ready, true, Refusal::none, id + " is ready");
       } else {
         requeue_waiters(id, s, now);  // asleep: they wait for a wake like any request
       }
@@ -1156,8 +1158,8 @@ struct SchedulerCore::Impl {
                    std::string(backends::to_string(d.health)) + (d.message.empty() ? "" : ": " + d.message) +
                    "); stopped";
     spdlog::warn("{}", s.last_error);
-    fail_waiters(s, 503, s.last_error, now, 0);
-    finish_action(s.tokens_ready, false, 503, s.last_error);
+    fail_waiters(s, Refusal::unavailable, s.last_error, now, 0);
+    finish_action(s.tokens_ready, false, Refusal::unavailable, s.last_error);
     begin_stop(id, s, "adopted but unhealthy", now);
   }
 
@@ -1267,7 +1269,7 @@ struct SchedulerCore::Impl {
                               fmt_secs(policy().vram_release_timeout) +
                               (probe_up ? std::string() : " (the GPU probe is failing: " + probe_error + ")");
       spdlog::warn("{}", msg);
-      if (d.token) out.actions.push_back({*d.token, ActionResult{false, 503, msg}});
+      if (d.token) out.actions.push_back({*d.token, ActionResult{false, Refusal::unavailable, msg}});
     }
     deferred_admits.erase(std::remove_if(deferred_admits.begin(), deferred_admits.end(), expired),
                           deferred_admits.end());
@@ -1433,7 +1435,7 @@ struct SchedulerCore::Impl {
     for (const auto& q : queue.expire(now)) {
       if (metrics != nullptr) metrics->inc_request_timeout();
       fail_request(
-          q.id, RequestStatus::timed_out, 504,
+          q.id, RequestStatus::timed_out, Refusal::deadline,
           "deadline passed after " + fmt_secs(now - q.enqueued) + " in the queue waiting for " + q.service,
           now);
       update_queue_metrics(now);
@@ -1444,7 +1446,7 @@ struct SchedulerCore::Impl {
         const auto r = requests.find(rid);
         if (r != requests.end() && r->second.deadline <= now) {
           if (metrics != nullptr) metrics->inc_request_timeout();
-          fail_request(rid, RequestStatus::timed_out, 504,
+          fail_request(rid, RequestStatus::timed_out, Refusal::deadline,
                        "deadline passed after " + fmt_secs(now - r->second.enqueued) + " waiting for " + id +
                            " to become ready",
                        now);
@@ -1522,73 +1524,73 @@ struct SchedulerCore::Impl {
     if (queue.cancel(rid)) update_queue_metrics(now);
     for (auto& [id, s] : svcs)
       s.waiters.erase(std::remove(s.waiters.begin(), s.waiters.end(), rid), s.waiters.end());
-    fail_request(rid, RequestStatus::cancelled, 409, "request " + rid + " was cancelled", now);
+    fail_request(rid, RequestStatus::cancelled, Refusal::conflict, "request " + rid + " was cancelled", now);
     pump(now);
     return {};
   }
 
   // ---------- service actions ----------
   void service_action(std::uint64_t token, const std::string& id, ServiceAction action, TimePoint now) {
-    auto reply = [&](bool ok, int http, const std::string& msg) {
-      out.actions.push_back({token, ActionResult{ok, http, msg}});
+    auto reply = [&](bool ok, Refusal why, const std::string& msg) {
+      out.actions.push_back({token, ActionResult{ok, why, msg}});
     };
     auto it = svcs.find(id);
     if (it == svcs.end() || it->second.retire) {
-      reply(false, 404, "unknown service '" + id + "'");
+      reply(false, Refusal::unknown, "unknown service '" + id + "'");
       return;
     }
     Svc& s = it->second;
     switch (action) {
       case ServiceAction::start: {
         if (s.state == SvcState::ready && s.phase == Phase::idle)
-          return reply(true, 200, id + " is already ready");
+          return reply(true, Refusal::none, id + " is already ready");
         if (bringing_up(s.phase)) {
           s.tokens_ready.push_back(token);
           return;
         }
         if (s.phase != Phase::idle)
-          return reply(false, 409, id + " is busy (" + policy::to_string(s.state) + ")");
+          return reply(false, Refusal::conflict, id + " is busy (" + policy::to_string(s.state) + ")");
         if (defer_until_fresh(token, id, action, now)) return;
         if (auto err = admit_service(id, s, s.preset->priority, now)) {
-          return reply(false, err->find("never fits") != std::string::npos ? 422 : 409, *err);
+          return reply(false, err->find("never fits") != std::string::npos ? Refusal::never_fits : Refusal::conflict, *err);
         }
         s.tokens_ready.push_back(token);
         return;
       }
       case ServiceAction::wake: {
         if (s.state == SvcState::ready && s.phase == Phase::idle)
-          return reply(true, 200, id + " is already awake");
+          return reply(true, Refusal::none, id + " is already awake");
         if (s.state != SvcState::sleeping || s.phase != Phase::idle) {
           if (bringing_up(s.phase)) {
             s.tokens_ready.push_back(token);
             return;
           }
-          return reply(false, 409, id + " is " + policy::to_string(s.state) + ", not sleeping");
+          return reply(false, Refusal::conflict, id + " is " + policy::to_string(s.state) + ", not sleeping");
         }
         if (defer_until_fresh(token, id, action, now)) return;
-        if (auto err = admit_service(id, s, s.preset->priority, now)) return reply(false, 409, *err);
+        if (auto err = admit_service(id, s, s.preset->priority, now)) return reply(false, Refusal::conflict, *err);
         s.tokens_ready.push_back(token);
         return;
       }
       case ServiceAction::sleep: {
         if (!s.preset->can_sleep())
-          return reply(false, 409, id + " cannot sleep (supports_sleep/sleep_mode)");
+          return reply(false, Refusal::conflict, id + " cannot sleep (supports_sleep/sleep_mode)");
         if (s.state == SvcState::sleeping && s.phase == Phase::idle)
-          return reply(true, 200, id + " is already sleeping");
+          return reply(true, Refusal::none, id + " is already sleeping");
         if (s.state != SvcState::ready || s.phase != Phase::idle) {
-          return reply(false, 409,
+          return reply(false, Refusal::conflict,
                        id + " is " + policy::to_string(s.state) + "; only a ready service can sleep");
         }
         if (!claim(s))
-          return reply(false, 409, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
+          return reply(false, Refusal::conflict, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
         s.tokens_slept.push_back(token);
         begin_sleep(id, s, now);
         return;
       }
       case ServiceAction::stop: {
         if (!claim(s))
-          return reply(false, 409, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
-        if (request_stop(id, s, "stopped by request", now)) return reply(true, 200, id + " is stopped");
+          return reply(false, Refusal::conflict, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
+        if (request_stop(id, s, "stopped by request", now)) return reply(true, Refusal::none, id + " is stopped");
         s.tokens_stopped.push_back(token);
         advance(now);
         return;
@@ -1599,16 +1601,16 @@ struct SchedulerCore::Impl {
   // ---------- modes ----------
   void switch_mode(std::uint64_t token, const std::string& mode_id, TimePoint now) {
     const config::Mode* m = cfg->find_mode(mode_id);
-    auto fail_now = [&](int http, const std::string& msg) {
+    auto fail_now = [&](Refusal why, const std::string& msg) {
       ModeResult r;
       r.mode = mode_id;
       r.ok = false;
-      r.http_status = http;
+      r.refusal = why;
       r.errors.push_back(msg);
       out.modes.push_back({token, std::move(r)});
     };
-    if (m == nullptr) return fail_now(404, "unknown mode '" + mode_id + "'");
-    if (mode_job) return fail_now(409, "a switch to mode '" + mode_job->mode + "' is in progress");
+    if (m == nullptr) return fail_now(Refusal::unknown, "unknown mode '" + mode_id + "'");
+    if (mode_job) return fail_now(Refusal::conflict, "a switch to mode '" + mode_job->mode + "' is in progress");
     if (metrics != nullptr) metrics->inc_mode_switch(mode_id);
     ModeJob job;
     job.token = token;
@@ -1714,7 +1716,7 @@ struct SchedulerCore::Impl {
     ModeJob job = std::move(*mode_job);
     mode_job.reset();
     job.result.ok = job.result.errors.empty();
-    job.result.http_status = job.result.ok ? 200 : 503;
+    job.result.refusal = job.result.ok ? Refusal::none : Refusal::unavailable;
     job.result.seconds = secs(now - job.started);
     if (job.result.ok) {
       current_mode = job.mode;
@@ -1767,7 +1769,7 @@ struct SchedulerCore::Impl {
       if (next->find_preset(id) != nullptr) continue;
       r.removed.push_back(id);
       s.retire = true;
-      fail_queued_for(id, 404, id + " was removed from the config", now);
+      fail_queued_for(id, Refusal::unknown, id + " was removed from the config", now);
     }
     cfg = std::move(next);
     queue.set_limits(policy().queue_max, policy().aging_interval);
@@ -1792,9 +1794,9 @@ struct SchedulerCore::Impl {
     pump(now);
   }
 
-  void fail_queued_for(const std::string& id, int http, const std::string& msg, TimePoint now) {
+  void fail_queued_for(const std::string& id, Refusal why, const std::string& msg, TimePoint now) {
     for (const auto& q : queue.take_service(id, now))
-      fail_request(q.id, RequestStatus::rejected, http, msg, now);
+      fail_request(q.id, RequestStatus::rejected, why, msg, now);
     update_queue_metrics(now);
   }
 

@@ -13,7 +13,6 @@ RequestOutcome ready_outcome(const RequestSpec& spec, const ServiceSnapshot& svc
   RequestOutcome o;
   o.request_id = spec.request_id;
   o.status = RequestStatus::ready;
-  o.http_status = 200;
   o.message = svc.id + " is ready";
   o.service = svc.id;
   o.endpoint = "http://127.0.0.1:" + std::to_string(svc.port);

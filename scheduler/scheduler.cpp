@@ -40,6 +40,28 @@ const char* to_string(RequestStatus s) {
   return "unknown";
 }
 
+const char* to_string(Refusal r) {
+  switch (r) {
+    case Refusal::none:
+      return "none";
+    case Refusal::unknown:
+      return "unknown";
+    case Refusal::conflict:
+      return "conflict";
+    case Refusal::never_fits:
+      return "never_fits";
+    case Refusal::queue_full:
+      return "queue_full";
+    case Refusal::unavailable:
+      return "unavailable";
+    case Refusal::deadline:
+      return "deadline";
+    case Refusal::failed:
+      return "failed";
+  }
+  return "unknown";
+}
+
 const char* to_string(ServiceAction a) {
   switch (a) {
     case ServiceAction::start:
@@ -110,7 +132,7 @@ RequestOutcome not_running(const std::string& id) {
   RequestOutcome o;
   o.request_id = id;
   o.status = RequestStatus::rejected;
-  o.http_status = 503;
+  o.refusal = Refusal::unavailable;
   o.message = "the scheduler is not running";
   o.retry_after_seconds = 5;
   return o;
@@ -394,10 +416,10 @@ struct Scheduler::Impl {
     // Nobody waits forever: answer what is still pending.
     for (auto& [id, a] : std::exchange(request_promises, {})) a->set(not_running(id));
     for (auto& [t, a] : std::exchange(action_promises, {}))
-      a->set(ActionResult{false, 503, "the scheduler stopped"});
+      a->set(ActionResult{false, Refusal::unavailable, "the scheduler stopped"});
     for (auto& [t, a] : std::exchange(mode_promises, {})) {
       ModeResult r;
-      r.http_status = 503;
+      r.refusal = Refusal::unavailable;
       r.errors.push_back("the scheduler stopped");
       a->set(std::move(r));
     }
@@ -444,7 +466,7 @@ RequestTicket Scheduler::submit(RequestSpec spec, Notify on_decided, Notify on_a
           RequestOutcome o;
           o.request_id = spec.request_id;
           o.status = RequestStatus::rejected;
-          o.http_status = 409;
+          o.refusal = Refusal::conflict;
           o.message = "request id '" + spec.request_id + "' is already in use";
           promise->set(std::move(o));
           return;
@@ -506,7 +528,7 @@ std::future<ActionResult> Scheduler::service_action(const std::string& service_i
         impl->action_promises.emplace(token, promise);
         impl->core.service_action(token, service_id, action, t);
       })) {
-    promise->set(ActionResult{false, 503, "the scheduler is not running"});
+    promise->set(ActionResult{false, Refusal::unavailable, "the scheduler is not running"});
   }
   return future;
 }
@@ -522,7 +544,7 @@ std::future<ModeResult> Scheduler::switch_mode(const std::string& mode_id, Notif
       })) {
     ModeResult r;
     r.mode = mode_id;
-    r.http_status = 503;
+    r.refusal = Refusal::unavailable;
     r.errors.push_back("the scheduler is not running");
     promise->set(std::move(r));
   }

@@ -70,6 +70,22 @@ struct LoopHealth {
 enum class RequestStatus { queued, admitted, ready, rejected, timed_out, cancelled };
 const char* to_string(RequestStatus s);
 
+// Why the scheduler said no, with the message for a person beside it. The scheduler speaks no
+// protocol: api/ maps each kind to an HTTP status (docs/api.md), the CLI to an exit code.
+enum class Refusal {
+  none,         // not refused
+  unknown,      // no such model, service or mode
+  conflict,     // the id is in use, the request was cancelled, another operation is in progress,
+                // or the service's state does not allow it
+  never_fits,   // the model cannot fit on any GPU it may use, whatever is evicted
+  queue_full,   // the admission queue is full: retry later
+  unavailable,  // not now: a start failed, the VRAM was not released in time, the service was
+                // stopped meanwhile, the scheduler is not running
+  deadline,     // the request's deadline passed
+  failed,       // the backend failed an operation that should not fail (a stop)
+};
+const char* to_string(Refusal r);
+
 struct RequestSpec {
   std::string model;
   std::optional<int> priority;                       // default: the service's priority
@@ -91,14 +107,14 @@ using Notify = std::function<void()>;
 struct RequestOutcome {
   std::string request_id;
   RequestStatus status = RequestStatus::queued;
-  int http_status = 200;  // 200 ready, 404 unknown model, 409, 422 never fits, 503 full/VRAM, 504 deadline
-  std::string message;    // for a person
+  Refusal refusal = Refusal::none;  // why not ready (rejected, timed out, cancelled)
+  std::string message;              // for a person
   std::string service;
   std::string endpoint;  // "http://127.0.0.1:PORT"
   int gpu = -1;
   double waited_seconds = 0;
   std::optional<LeaseId> lease;
-  int retry_after_seconds = 0;  // for 503
+  int retry_after_seconds = 0;  // for queue_full and unavailable
 };
 
 struct RequestTicket {
@@ -125,14 +141,14 @@ const char* to_string(ServiceAction a);
 
 struct ActionResult {
   bool ok = false;
-  int http_status = 200;
+  Refusal refusal = Refusal::none;
   std::string message;
 };
 
 // As the predecessor's ModeResult: what a mode switch did.
 struct ModeResult {
   bool ok = false;
-  int http_status = 200;
+  Refusal refusal = Refusal::none;
   std::string mode;
   std::vector<std::string> started, stopped, slept, woken;
   std::vector<std::string> errors;

@@ -168,7 +168,7 @@ TEST_F(Cli, ARefusedRequestIsExitCode1WithTheDaemonsMessage) {
   server.control().on_submit = [](const scheduler::RequestSpec&) {
     scheduler::RequestOutcome o;
     o.status = scheduler::RequestStatus::rejected;
-    o.http_status = 422;
+    o.refusal = scheduler::Refusal::never_fits;
     o.message = "qwen3-coder needs 40 GiB; the largest GPU has 24 GiB";
     return o;
   };
@@ -191,7 +191,7 @@ TEST_F(Cli, ServiceCommands) {
   auto ghost = cli({"--url", server.url(), "service", "start", "ghost"});
   EXPECT_EQ(ghost.code, 1);
   EXPECT_TRUE(has(ghost.err, "unknown service 'ghost'")) << ghost.err;
-  server.control().action_result = scheduler::ActionResult{false, 409, "qwen3-coder is busy"};
+  server.control().action_result = scheduler::ActionResult{false, scheduler::Refusal::conflict, "qwen3-coder is busy"};
   auto busy = cli({"--url", server.url(), "service", "stop", "qwen3-coder"});
   EXPECT_EQ(busy.code, 1);
   EXPECT_TRUE(has(busy.err, "qwen3-coder is busy (HTTP 409)")) << busy.err;
@@ -217,7 +217,7 @@ TEST_F(Cli, ModeCommands) {
   EXPECT_TRUE(has(sw.out, "started: vllm-embedding")) << sw.out;
 
   server.control().mode_result.ok = false;
-  server.control().mode_result.http_status = 503;
+  server.control().mode_result.refusal = scheduler::Refusal::unavailable;
   server.control().mode_result.errors = {"GPU 0 did not release 20 GiB"};
   auto failed = cli({"--url", server.url(), "mode", "switch", "rag"});
   EXPECT_EQ(failed.code, 1);

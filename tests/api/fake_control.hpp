@@ -79,7 +79,7 @@ class FakeControl final : public Control {
   // When true, submit() returns a ticket whose outcome is never fulfilled (until fulfil()).
   bool hold_outcomes = false;
   std::string endpoint = "http://127.0.0.1:1";
-  scheduler::ActionResult action_result{true, 200, "done"};
+  scheduler::ActionResult action_result{true, scheduler::Refusal::none, "done"};
   scheduler::ModeResult mode_result;
   scheduler::ReloadResult reload_result{true, "no changes", {}, {}, {}};
 

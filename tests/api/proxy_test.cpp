@@ -454,7 +454,7 @@ TEST(Proxy, AModelThatCannotBeServedIsNotForwarded) {
   server.control().on_submit = [](const scheduler::RequestSpec&) {
     scheduler::RequestOutcome o;
     o.status = scheduler::RequestStatus::rejected;
-    o.http_status = 503;
+    o.refusal = scheduler::Refusal::queue_full;
     o.message = "the admission queue is full (1024 waiting)";
     o.retry_after_seconds = 3;
     return o;

@@ -101,7 +101,9 @@ TEST(ApiServer, MalformedRequestBodiesGet400WithTheReason) {
   EXPECT_TRUE(server.control().submitted().empty());
 }
 
+// Each refusal kind and the one HTTP status the API gives it.
 struct Rejection {
+  scheduler::Refusal refusal;
   int http_status;
   scheduler::RequestStatus status;
   const char* type;
@@ -115,7 +117,7 @@ TEST_P(ApiServerRejections, SchedulerRefusalsKeepTheirStatusAndMessage) {
   server.control().on_submit = [c](const scheduler::RequestSpec& spec) {
     scheduler::RequestOutcome o;
     o.status = c.status;
-    o.http_status = c.http_status;
+    o.refusal = c.refusal;
     o.message = "scheduler says no to " + spec.model;
     o.retry_after_seconds = c.http_status == 503 ? 7 : 0;
     return o;
@@ -132,12 +134,21 @@ TEST_P(ApiServerRejections, SchedulerRefusalsKeepTheirStatusAndMessage) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Table, ApiServerRejections,
-                         ::testing::Values(Rejection{404, scheduler::RequestStatus::rejected, "not_found"},
-                                           Rejection{409, scheduler::RequestStatus::rejected, "conflict"},
-                                           Rejection{422, scheduler::RequestStatus::rejected,
-                                                     "unprocessable"},
-                                           Rejection{503, scheduler::RequestStatus::rejected, "unavailable"},
-                                           Rejection{504, scheduler::RequestStatus::timed_out, "timeout"}));
+                         ::testing::Values(
+                             Rejection{scheduler::Refusal::unknown, 404, scheduler::RequestStatus::rejected,
+                                       "not_found"},
+                             Rejection{scheduler::Refusal::conflict, 409, scheduler::RequestStatus::rejected,
+                                       "conflict"},
+                             Rejection{scheduler::Refusal::never_fits, 422, scheduler::RequestStatus::rejected,
+                                       "unprocessable"},
+                             Rejection{scheduler::Refusal::queue_full, 503, scheduler::RequestStatus::rejected,
+                                       "unavailable"},
+                             Rejection{scheduler::Refusal::unavailable, 503, scheduler::RequestStatus::rejected,
+                                       "unavailable"},
+                             Rejection{scheduler::Refusal::deadline, 504, scheduler::RequestStatus::timed_out,
+                                       "timeout"},
+                             Rejection{scheduler::Refusal::failed, 500, scheduler::RequestStatus::rejected,
+                                       "internal_error"}));
 
 TEST(ApiServer, NoWaitAnswers202ThenTheRequestCanBeInspectedAndCancelled) {
   TestServer server;
@@ -289,7 +300,7 @@ TEST(ApiServer, ServiceActionsReachTheSchedulerAndReportFailures) {
   EXPECT_EQ(body_of(r)["ok"], true);
   EXPECT_EQ(server.control().actions(), std::vector<std::string>{"qwen3-coder:2"});
 
-  server.control().action_result = scheduler::ActionResult{false, 409, "qwen3-coder is busy (2 leases)"};
+  server.control().action_result = scheduler::ActionResult{false, scheduler::Refusal::conflict, "qwen3-coder is busy (2 leases)"};
   auto refused = client->Post("/services/qwen3-coder/stop", "", "application/json");
   expect_error_shape(refused, 409, "conflict", "busy (2 leases)");
   EXPECT_EQ(body_of(refused)["ok"], false);
@@ -340,7 +351,7 @@ TEST(ApiServer, ModeSwitchReturnsWhatItDid) {
 TEST(ApiServer, FailedModeSwitchKeepsTheDetailsAndTheErrorShape) {
   TestServer server;
   server.control().mode_result.ok = false;
-  server.control().mode_result.http_status = 503;
+  server.control().mode_result.refusal = scheduler::Refusal::unavailable;
   server.control().mode_result.stopped = {"qwen3-coder"};
   server.control().mode_result.errors = {"GPU 0: 20 GiB needed, 3 GiB free after 120 s"};
   auto r = server.client()->Post("/modes/rag/switch", "", "application/json");

@@ -34,7 +34,7 @@ struct Daemon {
       o.service = "qwen3-coder";
       if (spec.hold_lease) {
         o.status = gpumod::scheduler::RequestStatus::rejected;
-        o.http_status = 503;
+        o.refusal = gpumod::scheduler::Refusal::queue_full;
         o.message = "the queue is full (fuzzing)";
         o.retry_after_seconds = 1;
       } else {

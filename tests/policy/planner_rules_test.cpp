@@ -181,6 +181,24 @@ TEST(PlannerRules, PinnedServiceIsNeverEvicted) {
   EXPECT_NE(p.reason.find("pinned"), std::string::npos) << p.reason;
 }
 
+// A service the scheduler is busy with (an operation under way) or that leaves the config is
+// protected too, and the reason says which, not "pinned".
+TEST(PlannerRules, AServiceInFlightOrLeavingIsProtectedWithItsOwnReason) {
+  for (const bool leaving : {false, true}) {
+    Cluster c;
+    c.add_gpu(24 * kGiB);
+    auto a = service("coder", SvcState::ready, 0, 20 * kGiB);
+    a.priority = 0;
+    (leaving ? a.retiring : a.in_flight) = true;
+    c.add(a);
+    const auto t = c.add(service("emb", SvcState::stopped, -1, 10 * kGiB));
+    const Plan p = c.plan_for(t, 100);
+    EXPECT_EQ(p.outcome, Outcome::wait);
+    EXPECT_NE(p.reason.find(leaving ? "leaving the config" : "operation in flight"), std::string::npos) << p.reason;
+    EXPECT_EQ(p.reason.find("pinned"), std::string::npos) << p.reason;
+  }
+}
+
 TEST(PlannerRules, KeepAliveProtectsAgainstEqualButNotHigherPriority) {
   Cluster c;
   c.add_gpu(24 * kGiB);

@@ -88,7 +88,7 @@ TEST(CoreGate, EvictionWaitsForAGateLeaseAndFollowsItsEndAtOnce) {
   EXPECT_EQ(rig.world.stops("coder"), 1);
   EXPECT_FALSE(rig.gate("coder").is_open());
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
   EXPECT_EQ(rig.state("coder"), SvcState::stopped);
 }
 
@@ -122,7 +122,7 @@ TEST(CoreGate, StopAndSleepAre409WhileAGateLeaseIsHeld) {
     const auto t = rig.action("coder", action);
     const ActionResult r = rig.actions.at(t);
     EXPECT_FALSE(r.ok) << to_string(action);
-    EXPECT_EQ(r.http_status, 409);
+    EXPECT_EQ(r.refusal, Refusal::conflict);
     EXPECT_TRUE(contains(r.message, "busy: 1 active lease(s)")) << r.message;
   }
   EXPECT_EQ(rig.state("coder"), SvcState::ready);
@@ -221,7 +221,7 @@ TEST(CoreGate, SnapshotAndPlannerCountBothKindsOfLease) {
   EXPECT_EQ(rig.world.stops("coder"), 0);
   rig.give_back(*gate_lease);
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
-  EXPECT_EQ(rig.outcome("r1").http_status, 200);
+  EXPECT_EQ(rig.outcome("r1").refusal, Refusal::none);
 }
 
 }  // namespace

@@ -28,7 +28,7 @@ TEST(Core, RequestStartsStoppedServiceThroughEveryLifecycleState) {
   EXPECT_FALSE(rig.done("r1"));
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
   EXPECT_EQ(rig.state("embed"), SvcState::ready);
-  EXPECT_EQ(rig.outcome("r1").http_status, 200);
+  EXPECT_EQ(rig.outcome("r1").refusal, Refusal::none);
   EXPECT_EQ(rig.outcome("r1").endpoint, "http://127.0.0.1:8210");
   EXPECT_EQ(rig.outcome("r1").gpu, 0);
 
@@ -72,7 +72,7 @@ TEST(Core, ReadyModelSkipsTheQueue) {
   const auto before = rig.effects_seen.size();
   rig.submit("r2", "embed");
   ASSERT_TRUE(rig.done("r2"));  // answered within the submit call, no time passed
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
   EXPECT_EQ(rig.outcome("r2").waited_seconds, 0);
   EXPECT_EQ(rig.effects_seen.size(), before);  // nothing to do for a ready model
   EXPECT_EQ(rig.core->queue_length(), 0u);
@@ -84,7 +84,7 @@ TEST(Core, ConcurrentRequestsForOneModelJoinOneLoad) {
   rig.submit("b", "coder-model");
   rig.submit("c", "coder", 99);
   ASSERT_TRUE(rig.run_until([&] { return rig.done("a") && rig.done("b") && rig.done("c"); }));
-  for (const char* id : {"a", "b", "c"}) EXPECT_EQ(rig.outcome(id).http_status, 200) << id;
+  for (const char* id : {"a", "b", "c"}) EXPECT_EQ(rig.outcome(id).refusal, Refusal::none) << id;
   EXPECT_EQ(rig.world.starts("coder"), 1);
 }
 
@@ -92,10 +92,10 @@ TEST(Core, UnknownModelIs404AndNeverFitsIs422) {
   Rig rig(make_config({preset("huge", 40000, 7070)}), {kCard});
   rig.submit("r1", "nope");
   ASSERT_TRUE(rig.done("r1"));
-  EXPECT_EQ(rig.outcome("r1").http_status, 404);
+  EXPECT_EQ(rig.outcome("r1").refusal, Refusal::unknown);
   rig.submit("r2", "huge");
   ASSERT_TRUE(rig.done("r2"));
-  EXPECT_EQ(rig.outcome("r2").http_status, 422);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::never_fits);
   EXPECT_TRUE(contains(rig.outcome("r2").message, "never fits")) << rig.outcome("r2").message;
   EXPECT_EQ(rig.world.starts("huge"), 0);
   // Both stay visible to GET /requests/{id}: a wait:false client may have been told 202 first.
@@ -107,7 +107,7 @@ TEST(Core, UnknownModelIs404AndNeverFitsIs422) {
     ASSERT_NE(it, snap.recent->end()) << id;
     EXPECT_EQ(it->status, RequestStatus::rejected) << id;
     ASSERT_TRUE(it->outcome.has_value()) << id;
-    EXPECT_EQ(it->outcome->http_status, rig.outcome(id).http_status) << id;
+    EXPECT_EQ(it->outcome->refusal, rig.outcome(id).refusal) << id;
   }
 }
 
@@ -126,7 +126,7 @@ TEST(Core, EvictionRefusedWhileLeaseHeldAndGrantedWhenItEnds) {
   rig.core->release_lease(*rig.outcome("r1").lease, rig.now());
   rig.settle();
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
   EXPECT_EQ(rig.state("coder"), SvcState::stopped);
   EXPECT_EQ(rig.world.stops("coder"), 1);
   // Never started before the driver showed the memory free.
@@ -145,7 +145,7 @@ TEST(Core, SlowReleaseHoldsTheStartUntilTheProbeShowsMemoryFree) {
   EXPECT_EQ(rig.world.starts("nemo"), 0);  // coder's memory still shows used
   EXPECT_EQ(rig.state("nemo"), SvcState::starting);
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
   EXPECT_GE(rig.world.free_at_start("nemo"), 20000 * kMiB);
 }
 
@@ -164,7 +164,7 @@ TEST(Core, ReleaseThatNeverComesFailsCleanlyAfterTheTimeout) {
   EXPECT_FALSE(rig.done("r2"));
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }, 5s));
   const auto& o = rig.outcome("r2");
-  EXPECT_EQ(o.http_status, 503);
+  EXPECT_EQ(o.refusal, Refusal::unavailable);
   EXPECT_GT(o.retry_after_seconds, 0);
   EXPECT_TRUE(contains(o.message, "GPU 0")) << o.message;
   EXPECT_TRUE(contains(o.message, "needed 19.53 GiB")) << o.message;
@@ -190,7 +190,7 @@ TEST(Core, FullQueueAnswersFullImmediately) {
   EXPECT_FALSE(rig.done("r2"));
   rig.submit("r3", "c");
   ASSERT_TRUE(rig.done("r3"));  // at once, no time passed
-  EXPECT_EQ(rig.outcome("r3").http_status, 503);
+  EXPECT_EQ(rig.outcome("r3").refusal, Refusal::queue_full);
   EXPECT_GT(rig.outcome("r3").retry_after_seconds, 0);
   EXPECT_TRUE(contains(rig.outcome("r3").message, "full"));
 }
@@ -204,7 +204,7 @@ TEST(Core, DeadlinePassedIs504) {
   EXPECT_FALSE(rig.done("r1"));
   rig.run_for(200ms);
   ASSERT_TRUE(rig.done("r1"));
-  EXPECT_EQ(rig.outcome("r1").http_status, 504);
+  EXPECT_EQ(rig.outcome("r1").refusal, Refusal::deadline);
   EXPECT_EQ(rig.outcome("r1").status, RequestStatus::timed_out);
   EXPECT_EQ(rig.core->queue_length(), 0u);
 }
@@ -265,7 +265,7 @@ TEST(Core, BackfillOnlyWhenItLeavesTheWaitingRequestItsMemory) {
   EXPECT_EQ(rig.world.starts("mid"), 0);
   // tiny leaves big enough (free 11.7 - 2 + low's 11.7 >= 15.6): it goes ahead.
   ASSERT_TRUE(rig.done("c-tiny"));
-  EXPECT_EQ(rig.outcome("c-tiny").http_status, 200);
+  EXPECT_EQ(rig.outcome("c-tiny").refusal, Refusal::none);
   // other can only use GPU 1, which big cannot use: it goes ahead.
   ASSERT_TRUE(rig.done("c-other"));
   EXPECT_EQ(rig.outcome("c-other").gpu, 1);
@@ -273,7 +273,7 @@ TEST(Core, BackfillOnlyWhenItLeavesTheWaitingRequestItsMemory) {
   rig.core->release_lease(*rig.outcome("r0").lease, rig.now());
   rig.settle();
   ASSERT_TRUE(rig.run_until([&] { return rig.done("head"); }));
-  EXPECT_EQ(rig.outcome("head").http_status, 200);
+  EXPECT_EQ(rig.outcome("head").refusal, Refusal::none);
 }
 
 TEST(Core, KeepAliveProtectsUntilItExpires) {
@@ -289,7 +289,7 @@ TEST(Core, KeepAliveProtectsUntilItExpires) {
   EXPECT_FALSE(rig.done("r1"));
   EXPECT_EQ(rig.state("coder"), SvcState::ready);
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }, 30s, 500ms));
-  EXPECT_EQ(rig.outcome("r1").http_status, 200);
+  EXPECT_EQ(rig.outcome("r1").refusal, Refusal::none);
   EXPECT_EQ(rig.state("coder"), SvcState::stopped);
 }
 
@@ -303,7 +303,7 @@ TEST(Core, SleepCapableServiceIsSleptNotStoppedAndWokenLater) {
   EXPECT_EQ(rig.world.stops("coder"), 0);
   rig.submit("r2", "coder");  // now embed must go (sleep residual 1000 MiB stays)
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
   EXPECT_EQ(rig.state("embed"), SvcState::stopped);
   EXPECT_EQ(rig.world.starts("coder"), 1);  // woken, not restarted
 }
@@ -327,7 +327,7 @@ TEST(Core, PlanAfterASleepWaitsForAFreshSampleAndEvictsNothingNeedlessly) {
   // evicted; in truth 19000 MiB are free.
   rig.submit("r2", "rerank");
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
   EXPECT_EQ(rig.state("coder"), SvcState::sleeping);
   EXPECT_EQ(rig.state("embed"), SvcState::ready);
   EXPECT_EQ(rig.world.stops("coder"), 0);
@@ -378,7 +378,7 @@ TEST(Core, StopSignalStartsTheReleaseWaitBeforeTheProcessHasExited) {
   rig.core->on_op_done(rig.exec->run(stop), rig.now());
   rig.settle();
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
   EXPECT_EQ(rig.state("coder"), SvcState::stopped);
   EXPECT_GE(rig.world.free_at_start("nemo"), 15000 * kMiB);
 }
@@ -396,7 +396,7 @@ TEST(Core, StopSignalDoesNotStartAServiceThatNeedsTheSamePort) {
   rig.core->on_op_done(rig.exec->run(stop), rig.now());
   rig.settle();
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r2"); }));
-  EXPECT_EQ(rig.outcome("r2").http_status, 200);
+  EXPECT_EQ(rig.outcome("r2").refusal, Refusal::none);
 }
 
 TEST(Core, EwmaEstimatesFollowMeasuredStartAndWakeTimes) {
@@ -430,7 +430,7 @@ TEST(Core, CrashWhileLoadingFailsTheServiceAndItsWaiters) {
   rig.world.set_behavior("coder", b);
   rig.submit("r0", "coder");
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r0"); }, 10s));
-  EXPECT_EQ(rig.outcome("r0").http_status, 503);
+  EXPECT_EQ(rig.outcome("r0").refusal, Refusal::unavailable);
   EXPECT_EQ(rig.state("coder"), SvcState::failed);
   EXPECT_TRUE(contains(rig.outcome("r0").message, "coder")) << rig.outcome("r0").message;
   // A failed service is started again by the next request.
@@ -438,7 +438,7 @@ TEST(Core, CrashWhileLoadingFailsTheServiceAndItsWaiters) {
   rig.world.set_behavior("coder", b);
   rig.submit("r1", "coder");
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r1"); }));
-  EXPECT_EQ(rig.outcome("r1").http_status, 200);
+  EXPECT_EQ(rig.outcome("r1").refusal, Refusal::none);
 }
 
 TEST(Core, HealthThatNeverTurnsGreenFailsAfterThePresetsStartupTimeout) {
@@ -453,7 +453,7 @@ TEST(Core, HealthThatNeverTurnsGreenFailsAfterThePresetsStartupTimeout) {
   EXPECT_FALSE(rig.done("r0"));
   EXPECT_EQ(rig.state("slow"), SvcState::starting);
   ASSERT_TRUE(rig.run_until([&] { return rig.done("r0"); }, 20s, 1s));
-  EXPECT_EQ(rig.outcome("r0").http_status, 503);
+  EXPECT_EQ(rig.outcome("r0").refusal, Refusal::unavailable);
   EXPECT_TRUE(contains(rig.outcome("r0").message, "180.0 s")) << rig.outcome("r0").message;
   EXPECT_EQ(rig.state("slow"), SvcState::failed);
   EXPECT_FALSE(rig.world.running("slow"));  // its process group was stopped
@@ -537,7 +537,7 @@ TEST(Core, ModeSwitchFailsWithAKnownStateWhenVramIsNotReleased) {
   ASSERT_TRUE(rig.run_until([&] { return rig.modes.count(t) != 0; }, 20s));
   const ModeResult& r = rig.modes.at(t);
   EXPECT_FALSE(r.ok);
-  EXPECT_EQ(r.http_status, 503);
+  EXPECT_EQ(r.refusal, Refusal::unavailable);
   ASSERT_FALSE(r.errors.empty());
   EXPECT_TRUE(contains(r.errors[0], "not released")) << ::testing::PrintToString(r.errors);
   // The process still holding the memory is named after the service that started it, though
@@ -591,7 +591,7 @@ TEST(Core, RemovedServiceIsStoppedOnceIdle) {
   rig.run_for(1s);
   EXPECT_TRUE(rig.world.running("coder"));  // busy: kept until the lease ends
   rig.submit("r1", "coder");
-  EXPECT_EQ(rig.outcome("r1").http_status, 404);  // not routable any more
+  EXPECT_EQ(rig.outcome("r1").refusal, Refusal::unknown);  // not routable any more
   rig.core->release_lease(*rig.outcome("r0").lease, rig.now());
   rig.settle();
   ASSERT_TRUE(rig.run_until([&] { return !rig.world.running("coder"); }, 5s));
@@ -733,7 +733,7 @@ TEST(Core, LowPriorityRequestIsServedUnderSteadyHighPriorityStream) {
         return rig.done("low");
       },
       600s, 200ms));
-  EXPECT_EQ(rig.outcome("low").http_status, 200);
+  EXPECT_EQ(rig.outcome("low").refusal, Refusal::none);
   // Served once aging lifted it to 90: about 80 aging intervals, with high ones served meanwhile.
   EXPECT_GE(rig.now() - low_submitted, 79s);
   EXPECT_GT(n, 20);

@@ -99,21 +99,21 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   auto t2 = sched->submit(req("coder-model"));
   ASSERT_TRUE(ready_in_time(t1.outcome));
   ASSERT_TRUE(ready_in_time(t2.outcome));
-  EXPECT_EQ(t1.outcome.get().http_status, 200);
-  EXPECT_EQ(t2.outcome.get().http_status, 200);
+  EXPECT_EQ(t1.outcome.get().refusal, Refusal::none);
+  EXPECT_EQ(t2.outcome.get().refusal, Refusal::none);
   EXPECT_EQ(t1.outcome.get().endpoint, "http://127.0.0.1:7070");
   EXPECT_EQ(sh.world.starts("coder"), 1);  // one load for both
   // Ready: skips the queue, answered from the published snapshot before submit returns
   // (t1's promise is fulfilled only after the snapshot showing coder ready was published).
   auto t3 = sched->submit(req("coder"));
   ASSERT_EQ(t3.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
-  EXPECT_EQ(t3.outcome.get().http_status, 200);
+  EXPECT_EQ(t3.outcome.get().refusal, Refusal::none);
   EXPECT_EQ(t3.outcome.get().endpoint, "http://127.0.0.1:7070");
   EXPECT_EQ(t3.outcome.get().request_id, t3.request_id);
   // A lease on a ready model is taken through its gate, also before submit returns.
   auto leased = sched->submit(req("coder", /*lease=*/true));
   ASSERT_EQ(leased.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
-  EXPECT_EQ(leased.outcome.get().http_status, 200);
+  EXPECT_EQ(leased.outcome.get().refusal, Refusal::none);
   EXPECT_EQ(leased.outcome.get().endpoint, "http://127.0.0.1:7070");
   ASSERT_TRUE(leased.outcome.get().lease.has_value());
   EXPECT_TRUE(LeaseGates::is_gate_lease(*leased.outcome.get().lease));
@@ -130,7 +130,7 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   EXPECT_EQ(info->status, RequestStatus::ready);
   auto unknown = sched->submit(req("nope"));
   ASSERT_TRUE(ready_in_time(unknown.outcome));
-  EXPECT_EQ(unknown.outcome.get().http_status, 404);
+  EXPECT_EQ(unknown.outcome.get().refusal, Refusal::unknown);
 }
 
 // `accepted` is ready only once the published state knows the request: what lets the API
@@ -155,7 +155,7 @@ TEST(SchedulerShell, AnAcceptedRequestIsVisibleAndARefusalIsDecided) {
     auto unknown = sched->submit(req("nope"));
     ASSERT_EQ(unknown.accepted.wait_for(kDeadline), std::future_status::ready);
     ASSERT_EQ(unknown.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready) << i;
-    EXPECT_EQ(unknown.outcome.get().http_status, 404);
+    EXPECT_EQ(unknown.outcome.get().refusal, Refusal::unknown);
     const auto info = sched->request_info(unknown.request_id);
     ASSERT_TRUE(info.has_value()) << i;
     EXPECT_EQ(info->status, RequestStatus::rejected);
@@ -173,7 +173,7 @@ TEST(SchedulerShell, EveryFastPathAnswerIsRecordedInTheAdmissionWaitHistogram) {
   sched->start();
   auto first = sched->submit(req("embed"));
   ASSERT_TRUE(ready_in_time(first.outcome));
-  ASSERT_EQ(first.outcome.get().http_status, 200);
+  ASSERT_EQ(first.outcome.get().refusal, Refusal::none);
   auto count = [&] {
     const std::string text = metrics.render();
     const std::string key = "gpumod_admission_wait_seconds_count ";
@@ -221,7 +221,7 @@ TEST(SchedulerShell, APlanSeesEveryFastPathAnswerGivenBeforeIt) {
   for (const char* m : {"a", "b"}) {
     auto t = sched->submit(req(m));
     ASSERT_TRUE(ready_in_time(t.outcome));
-    ASSERT_EQ(t.outcome.get().http_status, 200);
+    ASSERT_EQ(t.outcome.get().refusal, Refusal::none);
   }
   // b, then a, answered from the snapshot: recorded in one batch or in two (the second by the
   // drain that starts the round of c's plan). Either way the plan sees a as the later use.
@@ -231,7 +231,7 @@ TEST(SchedulerShell, APlanSeesEveryFastPathAnswerGivenBeforeIt) {
   ASSERT_EQ(by_a.outcome.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   auto t = sched->submit(req("c"));
   ASSERT_TRUE(ready_in_time(t.outcome));
-  EXPECT_EQ(t.outcome.get().http_status, 200);
+  EXPECT_EQ(t.outcome.get().refusal, Refusal::none);
   EXPECT_EQ(sh.world.stops("b"), 1);
   EXPECT_EQ(sh.world.stops("a"), 0);
   sched->stop();
@@ -251,7 +251,7 @@ TEST(SchedulerShell, LeaseBlocksEvictionUntilReleasedAndModesSwitch) {
   EXPECT_EQ(sh.world.stops("nemo"), 0);
   sched->release_lease(*first.lease);
   ASSERT_TRUE(ready_in_time(t2.outcome));
-  EXPECT_EQ(t2.outcome.get().http_status, 200);
+  EXPECT_EQ(t2.outcome.get().refusal, Refusal::none);
 
   auto m = sched->switch_mode("nemo");
   ASSERT_TRUE(ready_in_time(m));
@@ -355,7 +355,7 @@ TEST(SchedulerShell, NoLeasedServiceIsEvictedUnderConcurrentLeases) {
         }
         answered.fetch_add(1);
         const RequestOutcome o = t.outcome.get();
-        if (o.http_status != 200 || !o.lease) {
+        if (o.refusal != Refusal::none || !o.lease) {
           refused.fetch_add(1);
           continue;
         }
@@ -394,7 +394,7 @@ TEST(SchedulerShell, NoLeasedServiceIsEvictedUnderConcurrentLeases) {
     }
     auto t = sched->submit(req("nemo"));
     ASSERT_TRUE(ready_in_time(t.outcome)) << "round " << round;
-    if (t.outcome.get().http_status == 200) ++nemo_served;
+    if (t.outcome.get().refusal == Refusal::none) ++nemo_served;
   }
   join_clients.join();
 
@@ -448,10 +448,10 @@ TEST(SchedulerShell, ReloadCancelAndStopAnswerEveryCaller) {
   auto t3 = sched->submit(req("nemo"));
   sched->stop();
   ASSERT_TRUE(ready_in_time(t3.outcome));
-  EXPECT_EQ(t3.outcome.get().http_status, 503);
+  EXPECT_EQ(t3.outcome.get().refusal, Refusal::unavailable);
   auto t4 = sched->submit(req("coder"));
   ASSERT_TRUE(ready_in_time(t4.outcome));
-  EXPECT_EQ(t4.outcome.get().http_status, 503);
+  EXPECT_EQ(t4.outcome.get().refusal, Refusal::unavailable);
 }
 
 // The HTTP loop waits for nothing: it hands each call a Notify and reads the future when that
@@ -553,7 +553,7 @@ TEST(SchedulerShell, EveryNotifyFiresOnceAfterItsFutureIsReady) {
   }
   sched->stop();
   EXPECT_TRUE(once_ready(stopped_decided));
-  EXPECT_EQ(stopped_outcome.get().http_status, 503);
+  EXPECT_EQ(stopped_outcome.get().refusal, Refusal::unavailable);
 }
 
 TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
@@ -582,7 +582,7 @@ TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
   sched->start();
   auto t3 = sched->submit(req("embed"));
   ASSERT_TRUE(ready_in_time(t3.outcome));
-  EXPECT_EQ(t3.outcome.get().http_status, 200);
+  EXPECT_EQ(t3.outcome.get().refusal, Refusal::none);
   const auto deadline = std::chrono::steady_clock::now() + kDeadline;
   while (sched->snapshot()->services[0].state != policy::SvcState::sleeping &&
          std::chrono::steady_clock::now() < deadline) {
@@ -593,7 +593,7 @@ TEST(SchedulerShell, RestartAdoptsWhatIsRunningWithoutStartingItTwice) {
   EXPECT_EQ(sh.world.starts("embed"), 1);
   auto t4 = sched->submit(req("coder"));  // wakes the adopted sleeper
   ASSERT_TRUE(ready_in_time(t4.outcome));
-  EXPECT_EQ(t4.outcome.get().http_status, 200);
+  EXPECT_EQ(t4.outcome.get().refusal, Refusal::none);
   EXPECT_EQ(sh.world.starts("coder"), 1);
 }
 
