@@ -279,17 +279,8 @@ int run_serve(const std::vector<std::string>& args) {
   deps.process_runner = process_runner.get();
   deps.systemd_runner = systemd_runner.get();
   deps.make_driver = [](const config::Preset& p) { return backends::make_driver(p); };
-  deps.make_launch = [log_dir, sim_dir](const config::Preset& p, int gpu) -> Result<backends::LaunchSpec> {
-    auto cmd = backends::render_command(p, gpu);
-    if (!cmd) return make_error(cmd.error());
-    backends::LaunchSpec spec;
-    spec.service_id = p.id;
-    spec.argv = std::move(cmd->argv);
-    spec.env = std::move(cmd->env);
-    spec.env.emplace(backends::kSimDirEnv, sim_dir.string());
-    spec.log_path = log_dir / (p.id + ".log");
-    if (p.runner == config::RunnerKind::systemd) spec.unit = p.unit_template;
-    return spec;
+  deps.make_launch = [log_dir, sim_dir](const config::Preset& p, int gpu) {
+    return backends::launch_spec(p, gpu, log_dir, sim_dir);
   };
   deps.load_config = [opts]() { return load_config(opts); };
   deps.before_step = stall_fault_from_env();

@@ -8,6 +8,8 @@
 #include <optional>
 #include <sstream>
 
+#include "backends/gpu_probe.hpp"
+
 namespace gpumod::backends {
 namespace {
 
@@ -323,6 +325,21 @@ std::string systemd_quote(const std::string& word, bool for_exec) {
     }
   }
   return needs_quotes ? "\"" + body + "\"" : body;
+}
+
+Result<LaunchSpec> launch_spec(const config::Preset& preset, int gpu, const std::filesystem::path& log_dir,
+                               const std::filesystem::path& sim_dir) {
+  auto cmd = render_command(preset, gpu);
+  if (!cmd) return make_error(cmd.error());
+  LaunchSpec spec;
+  spec.service_id = preset.id;
+  spec.argv = std::move(cmd->argv);
+  spec.env = std::move(cmd->env);
+  spec.env.emplace(kSimDirEnv, sim_dir.string());
+  spec.log_path = log_dir / (preset.id + ".log");
+  spec.working_dir = std::move(cmd->working_dir);
+  if (preset.runner == config::RunnerKind::systemd) spec.unit = preset.unit_template;
+  return spec;
 }
 
 Result<RenderedCommand> render_command(const config::Preset& preset, int gpu) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/runner.hpp"
 #include "base/result.hpp"
 #include "config/config.hpp"
 
@@ -22,6 +23,11 @@ struct RenderedCommand {
 
 // gpu: the index the planner chose. An explicit `cmd` is used as is (plus env).
 Result<RenderedCommand> render_command(const config::Preset& preset, int gpu);
+// What a runner starts for `preset` on `gpu`: the rendered command (argv, env, working dir),
+// GPUMOD_SIM_DIR=`sim_dir` for engines on the simulated GPU, stdout and stderr to
+// `log_dir`/<id>.log, and the preset's unit for runner: systemd. The daemon's one way to build it.
+Result<LaunchSpec> launch_spec(const config::Preset& preset, int gpu, const std::filesystem::path& log_dir,
+                               const std::filesystem::path& sim_dir);
 // gpu < 0: no GPU chosen, CUDA_VISIBLE_DEVICES is left alone. The planner's choice wins over
 // a CUDA_VISIBLE_DEVICES in the preset's env (the VRAM ledger depends on it).
 // A complete unit file text (for `gpumod service unit ID`); stop_timeout becomes TimeoutStopSec.

@@ -432,8 +432,8 @@ struct SchedulerCore::Impl {
     out.changed = true;
   }
 
-  void fail_request(const std::string& rid, RequestStatus st, Refusal why, const std::string& msg, TimePoint now,
-                    int retry_after = 0) {
+  void fail_request(const std::string& rid, RequestStatus st, Refusal why, const std::string& msg,
+                    TimePoint now, int retry_after = 0) {
     RequestOutcome o;
     o.status = st;
     o.refusal = why;
@@ -549,7 +549,8 @@ struct SchedulerCore::Impl {
     switch (queue.push(q)) {
       case AdmissionQueue::PushResult::full:
         reject_now(
-            Refusal::queue_full, "admission queue is full (" + std::to_string(queue.max_length()) + " waiting); retry later",
+            Refusal::queue_full,
+            "admission queue is full (" + std::to_string(queue.max_length()) + " waiting); retry later",
             "queue_full", kQueueFullRetryAfter);
         return;
       case AdmissionQueue::PushResult::duplicate_id:
@@ -683,7 +684,8 @@ struct SchedulerCore::Impl {
         case policy::Outcome::never_fits: {
           for (const auto& q : queue.take_service(id, now)) {
             if (metrics != nullptr) metrics->inc_rejection("never_fits");
-            fail_request(q.id, RequestStatus::rejected, Refusal::never_fits, id + " never fits: " + plan.reason, now);
+            fail_request(q.id, RequestStatus::rejected, Refusal::never_fits,
+                         id + " never fits: " + plan.reason, now);
           }
           update_queue_metrics(now);
           break;
@@ -793,7 +795,8 @@ struct SchedulerCore::Impl {
       case Phase::sleeping_op:
         s.stop_after_op = true;
         s.stop_reason = reason;
-        if (s.phase == Phase::launching) fail_waiters(s, Refusal::unavailable, id + " was stopped: " + reason, now, 0);
+        if (s.phase == Phase::launching)
+          fail_waiters(s, Refusal::unavailable, id + " was stopped: " + reason, now, 0);
         return false;
       case Phase::vram_wait: {
         abort_bringup(id, s, id + " was stopped before it started: " + reason, now, Refusal::unavailable, 0);
@@ -1113,7 +1116,8 @@ struct SchedulerCore::Impl {
     } else if (s.state != SvcState::failed) {
       set_state(id, s, SvcState::stopped, now);
     }
-    finish_action(s.tokens_stopped, d.ok, d.ok ? Refusal::none : Refusal::failed, d.ok ? id + " is stopped" : s.last_error);
+    finish_action(s.tokens_stopped, d.ok, d.ok ? Refusal::none : Refusal::failed,
+                  d.ok ? id + " is stopped" : s.last_error);
     finish_action(s.tokens_slept, false, Refusal::conflict, id + " was stopped instead of sleeping");
     eviction_done(id);
     if (s.retire) {
@@ -1552,7 +1556,9 @@ struct SchedulerCore::Impl {
           return reply(false, Refusal::conflict, id + " is busy (" + policy::to_string(s.state) + ")");
         if (defer_until_fresh(token, id, action, now)) return;
         if (auto err = admit_service(id, s, s.preset->priority, now)) {
-          return reply(false, err->find("never fits") != std::string::npos ? Refusal::never_fits : Refusal::conflict, *err);
+          return reply(false,
+                       err->find("never fits") != std::string::npos ? Refusal::never_fits : Refusal::conflict,
+                       *err);
         }
         s.tokens_ready.push_back(token);
         return;
@@ -1568,7 +1574,8 @@ struct SchedulerCore::Impl {
           return reply(false, Refusal::conflict, id + " is " + policy::to_string(s.state) + ", not sleeping");
         }
         if (defer_until_fresh(token, id, action, now)) return;
-        if (auto err = admit_service(id, s, s.preset->priority, now)) return reply(false, Refusal::conflict, *err);
+        if (auto err = admit_service(id, s, s.preset->priority, now))
+          return reply(false, Refusal::conflict, *err);
         s.tokens_ready.push_back(token);
         return;
       }
@@ -1582,15 +1589,18 @@ struct SchedulerCore::Impl {
                        id + " is " + policy::to_string(s.state) + "; only a ready service can sleep");
         }
         if (!claim(s))
-          return reply(false, Refusal::conflict, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
+          return reply(false, Refusal::conflict,
+                       id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
         s.tokens_slept.push_back(token);
         begin_sleep(id, s, now);
         return;
       }
       case ServiceAction::stop: {
         if (!claim(s))
-          return reply(false, Refusal::conflict, id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
-        if (request_stop(id, s, "stopped by request", now)) return reply(true, Refusal::none, id + " is stopped");
+          return reply(false, Refusal::conflict,
+                       id + " is busy: " + std::to_string(leases_of(s)) + " active lease(s)");
+        if (request_stop(id, s, "stopped by request", now))
+          return reply(true, Refusal::none, id + " is stopped");
         s.tokens_stopped.push_back(token);
         advance(now);
         return;
@@ -1610,7 +1620,8 @@ struct SchedulerCore::Impl {
       out.modes.push_back({token, std::move(r)});
     };
     if (m == nullptr) return fail_now(Refusal::unknown, "unknown mode '" + mode_id + "'");
-    if (mode_job) return fail_now(Refusal::conflict, "a switch to mode '" + mode_job->mode + "' is in progress");
+    if (mode_job)
+      return fail_now(Refusal::conflict, "a switch to mode '" + mode_job->mode + "' is in progress");
     if (metrics != nullptr) metrics->inc_mode_switch(mode_id);
     ModeJob job;
     job.token = token;

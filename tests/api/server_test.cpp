@@ -133,22 +133,16 @@ TEST_P(ApiServerRejections, SchedulerRefusalsKeepTheirStatusAndMessage) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Table, ApiServerRejections,
-                         ::testing::Values(
-                             Rejection{scheduler::Refusal::unknown, 404, scheduler::RequestStatus::rejected,
-                                       "not_found"},
-                             Rejection{scheduler::Refusal::conflict, 409, scheduler::RequestStatus::rejected,
-                                       "conflict"},
-                             Rejection{scheduler::Refusal::never_fits, 422, scheduler::RequestStatus::rejected,
-                                       "unprocessable"},
-                             Rejection{scheduler::Refusal::queue_full, 503, scheduler::RequestStatus::rejected,
-                                       "unavailable"},
-                             Rejection{scheduler::Refusal::unavailable, 503, scheduler::RequestStatus::rejected,
-                                       "unavailable"},
-                             Rejection{scheduler::Refusal::deadline, 504, scheduler::RequestStatus::timed_out,
-                                       "timeout"},
-                             Rejection{scheduler::Refusal::failed, 500, scheduler::RequestStatus::rejected,
-                                       "internal_error"}));
+INSTANTIATE_TEST_SUITE_P(
+    Table, ApiServerRejections,
+    ::testing::Values(
+        Rejection{scheduler::Refusal::unknown, 404, scheduler::RequestStatus::rejected, "not_found"},
+        Rejection{scheduler::Refusal::conflict, 409, scheduler::RequestStatus::rejected, "conflict"},
+        Rejection{scheduler::Refusal::never_fits, 422, scheduler::RequestStatus::rejected, "unprocessable"},
+        Rejection{scheduler::Refusal::queue_full, 503, scheduler::RequestStatus::rejected, "unavailable"},
+        Rejection{scheduler::Refusal::unavailable, 503, scheduler::RequestStatus::rejected, "unavailable"},
+        Rejection{scheduler::Refusal::deadline, 504, scheduler::RequestStatus::timed_out, "timeout"},
+        Rejection{scheduler::Refusal::failed, 500, scheduler::RequestStatus::rejected, "internal_error"}));
 
 TEST(ApiServer, NoWaitAnswers202ThenTheRequestCanBeInspectedAndCancelled) {
   TestServer server;
@@ -300,7 +294,8 @@ TEST(ApiServer, ServiceActionsReachTheSchedulerAndReportFailures) {
   EXPECT_EQ(body_of(r)["ok"], true);
   EXPECT_EQ(server.control().actions(), std::vector<std::string>{"qwen3-coder:2"});
 
-  server.control().action_result = scheduler::ActionResult{false, scheduler::Refusal::conflict, "qwen3-coder is busy (2 leases)"};
+  server.control().action_result =
+      scheduler::ActionResult{false, scheduler::Refusal::conflict, "qwen3-coder is busy (2 leases)"};
   auto refused = client->Post("/services/qwen3-coder/stop", "", "application/json");
   expect_error_shape(refused, 409, "conflict", "busy (2 leases)");
   EXPECT_EQ(body_of(refused)["ok"], false);

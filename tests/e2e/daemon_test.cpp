@@ -60,6 +60,36 @@ TEST(Daemon, ConfigCheckAcceptsExamplesAndNamesTheBrokenKey) {
   EXPECT_NE(bad.output.find("vram_mb"), std::string::npos) << bad.output;
 }
 
+// A fastapi preset's unit_vars.working_dir is where its process runs (as in the unit file gpumod
+// renders for it), not the daemon's state directory.
+TEST(Daemon, AFastapiServiceRunsInItsWorkingDir) {
+  TempDir dir;
+  const fs::path work = dir.path() / "app";
+  fs::create_directories(work);
+  const int port = free_port();
+  write_file(
+      dir.path() / "config" / "gpumod.yaml",
+      "gpus:\n  probe: sim\n  sim:\n    - name: e2e-gpu\n      memory_mb: 24576\npolicy:\n  headroom_mb: 0\n"
+      "  stop_grace: 3s\n");
+  write_file(
+      dir.path() / "config" / "presets" / "api.yaml",
+      "id: api\ndriver: fastapi\nport: " + std::to_string(port) +
+          "\nvram_mb: 100\nstartup_timeout: 30\nhealth_endpoint: /health\nunit_vars:\n  working_dir: " +
+          work.string() + "\ncmd:\n  - " + kEngineBin + "\n  - --port\n  - \"" + std::to_string(port) +
+          "\"\n  - --protocol\n  - generic\n  - --model\n  - api\n  - --vram-mb\n  - \"100\"\n");
+  Daemon d(dir.path() / "config", dir.path() / "state");
+  ASSERT_TRUE(d.started());
+  const auto r = d.post("/services/api/start");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const int pid = service_status(d, "api").value("pid", 0);
+  ASSERT_GT(pid, 0);
+  std::error_code ec;
+  const fs::path cwd = fs::read_symlink("/proc/" + std::to_string(pid) + "/cwd", ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(cwd, fs::canonical(work));
+  EXPECT_EQ(d.post("/services/api/stop").status, 200);
+}
+
 TEST(Daemon, RestartAfterSigkillAdoptsRunningServices) {
   TempDir dir;
   write_config(dir.path() / "config", two_service_config());

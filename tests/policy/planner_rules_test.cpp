@@ -194,7 +194,8 @@ TEST(PlannerRules, AServiceInFlightOrLeavingIsProtectedWithItsOwnReason) {
     const auto t = c.add(service("emb", SvcState::stopped, -1, 10 * kGiB));
     const Plan p = c.plan_for(t, 100);
     EXPECT_EQ(p.outcome, Outcome::wait);
-    EXPECT_NE(p.reason.find(leaving ? "leaving the config" : "operation in flight"), std::string::npos) << p.reason;
+    EXPECT_NE(p.reason.find(leaving ? "leaving the config" : "operation in flight"), std::string::npos)
+        << p.reason;
     EXPECT_EQ(p.reason.find("pinned"), std::string::npos) << p.reason;
   }
 }
