@@ -19,7 +19,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -216,77 +218,211 @@ std::function<void(const char*)> stall_fault_from_env() {
   };
 }
 
-}  // namespace
-
-int run_serve(const std::vector<std::string>& args) {
-  auto parsed = parse_args(args);
-  if (!parsed) return 2;
-  ServeOptions opts = std::move(*parsed);
-  setup_logging(opts.log_level, opts.log_each_line);
-
-  const sigset_t signals = handled_signals();
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread exists
-  signal(SIGPIPE, SIG_IGN);                       // a client hanging up must not kill us
-
+// The config serve runs on, its warnings logged; nothing (the errors printed) when it is refused.
+std::optional<config::Config> load_for_serve(const ServeOptions& opts) {
   config::LoadResult loaded = load_config(opts);
   for (const auto& d : loaded.diagnostics) {
     if (d.severity == config::Diagnostic::Severity::warning) spdlog::warn("config: {}", d.str());
   }
   if (!loaded.ok()) {
     std::cerr << "gpumod serve: the configuration has errors:\n" << loaded.error_text() << "\n";
-    return 1;
+    return std::nullopt;
   }
-  config::Config cfg = std::move(*loaded.config);
-  const config::DaemonSettings daemon = cfg.daemon;
-  spdlog::info("gpumod {} starting: config {}, {} services, {} modes, state dir {}", GPUMOD_VERSION,
-               cfg.source, cfg.presets.size(), cfg.modes.size(), daemon.state_dir.string());
+  return std::move(*loaded.config);
+}
 
+struct Dirs {
+  fs::path logs;  // one <service>.log each
+  fs::path sim;   // the simulated GPU's shared state (GPUMOD_SIM_DIR)
+};
+
+std::optional<Dirs> make_dirs(const config::DaemonSettings& daemon) {
   std::error_code ec;
   fs::create_directories(daemon.state_dir, ec);
   if (ec) {
     std::cerr << "gpumod serve: cannot create state dir " << daemon.state_dir << ": " << ec.message() << "\n";
-    return 1;
+    return std::nullopt;
   }
-  const fs::path log_dir = daemon.log_dir.empty() ? daemon.state_dir / "logs" : daemon.log_dir;
-  const fs::path sim_dir = daemon.state_dir / "sim";
-  fs::create_directories(log_dir, ec);
-  fs::create_directories(sim_dir, ec);
+  Dirs dirs{daemon.log_dir.empty() ? daemon.state_dir / "logs" : daemon.log_dir, daemon.state_dir / "sim"};
+  fs::create_directories(dirs.logs, ec);
+  fs::create_directories(dirs.sim, ec);
+  return dirs;
+}
 
-  exporter::Metrics metrics(exporter::BuildInfo{GPUMOD_VERSION, "unknown", "g++ " __VERSION__});
+// The GPU probe and the runners the scheduler drives.
+struct Backends {
+  std::unique_ptr<backends::GpuProbe> probe;
+  std::unique_ptr<backends::Runner> process_runner;
+  std::unique_ptr<backends::Runner> systemd_runner;  // null: no preset asks for it, or no bus
+};
 
-  auto probe = make_probe(daemon, sim_dir);
+std::optional<Backends> make_backends(const config::Config& cfg, const Dirs& dirs) {
+  const config::DaemonSettings& daemon = cfg.daemon;
+  Backends b;
+  auto probe = make_probe(daemon, dirs.sim);
   if (!probe) {
     std::cerr << "gpumod serve: " << probe.error() << "\n";
-    return 1;
+    return std::nullopt;
   }
-  std::unique_ptr<backends::Runner> process_runner = backends::make_process_runner(daemon.state_dir);
+  b.probe = std::move(*probe);
+  b.process_runner = backends::make_process_runner(daemon.state_dir);
   // The systemd runner is optional: without a bus, services that ask for it fail with the reason.
-  std::unique_ptr<backends::Runner> systemd_runner;
   bool wants_systemd = false;
   for (const auto& p : cfg.presets) wants_systemd |= p.runner == config::RunnerKind::systemd;
   if (wants_systemd) {
     auto r = backends::make_systemd_runner(daemon.state_dir, daemon.systemd_bus != "system");
     if (r) {
-      systemd_runner = std::move(r.value());
+      b.systemd_runner = std::move(r.value());
     } else {
       spdlog::error("systemd runner unavailable ({}); presets with runner: systemd cannot start", r.error());
     }
   }
+  return b;
+}
 
+scheduler::Deps make_deps(const ServeOptions& opts, const Dirs& dirs, Backends& b,
+                          exporter::Metrics& metrics) {
   scheduler::Deps deps;
   deps.metrics = &metrics;
-  deps.probe = probe->get();
-  deps.process_runner = process_runner.get();
-  deps.systemd_runner = systemd_runner.get();
+  deps.probe = b.probe.get();
+  deps.process_runner = b.process_runner.get();
+  deps.systemd_runner = b.systemd_runner.get();
   deps.make_driver = [](const config::Preset& p) { return backends::make_driver(p); };
-  deps.make_launch = [log_dir, sim_dir](const config::Preset& p, int gpu) {
-    return backends::launch_spec(p, gpu, log_dir, sim_dir);
+  deps.make_launch = [dirs](const config::Preset& p, int gpu) {
+    return backends::launch_spec(p, gpu, dirs.logs, dirs.sim);
   };
   deps.load_config = [opts]() { return load_config(opts); };
   deps.before_step = stall_fault_from_env();
   deps.port_listeners = backends::tcp_listeners;
+  return deps;
+}
 
-  scheduler::Scheduler sched(std::move(cfg), deps);
+// The signal waiter's loop (its own thread; the signals are blocked in every other one): HUP
+// reloads the config, TERM/INT stop the server (so run() returns) and end the loop.
+void wait_for_signals(const sigset_t& signals, scheduler::Scheduler& sched, api::ApiServer& server,
+                      std::atomic<bool>& signal_seen) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      spdlog::info("SIGHUP: reloading configuration");
+      sd_notify(0, "RELOADING=1");
+      auto result = sched.reload().get();
+      if (result.ok) {
+        spdlog::info("reload: {}", result.message);
+      } else {
+        spdlog::error("reload failed, keeping the running configuration: {}", result.message);
+      }
+      sd_notify(0, "READY=1");
+      continue;
+    }
+    if (sig == SIGTERM || sig == SIGINT) {
+      spdlog::info("signal {}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      signal_seen = true;
+      server.stop();
+      return;
+    }
+  }
+}
+
+// The scheduler's heartbeat, watched on a thread of its own: while the loop turns, systemd's
+// watchdog (when the unit has WatchdogSec=) is pinged; once it has not turned for
+// policy.stall_timeout the pings stop, so systemd restarts the daemon and the next one adopts
+// the running services. The log says which step was stuck. /healthz follows the same LoopHealth.
+class Watchdog {
+ public:
+  explicit Watchdog(scheduler::Scheduler& sched) : sched_(sched) {
+    std::uint64_t usec = 0;
+    systemd_ = sd_watchdog_enabled(0, &usec) > 0 && usec > 0;
+    interval_ = std::min<std::chrono::microseconds>(std::chrono::seconds(1),
+                                                    std::chrono::microseconds(systemd_ ? usec / 2 : 1000000));
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  void run() {
+    bool was_stalled = false;
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      const scheduler::LoopHealth h = sched_.loop_health();
+      if (h.stalled && !was_stalled) {
+        spdlog::error(
+            "scheduler loop stalled: no turn for {} ms (policy.stall_timeout {} ms), stuck in '{}' for {} "
+            "ms; "
+            "/healthz answers 503{}",
+            h.since_last_turn.count(), h.stall_timeout.count(), h.in_flight.empty() ? "?" : h.in_flight,
+            h.in_flight_for.count(), systemd_ ? " and the systemd watchdog is no longer pinged" : "");
+      } else if (!h.stalled && was_stalled) {
+        spdlog::warn("scheduler loop turns again");
+      }
+      was_stalled = h.stalled;
+      if (systemd_ && !h.stalled) {
+        auto snap = sched_.snapshot();
+        sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s", snap ? gpu_summary(*snap).c_str() : "starting");
+      }
+      cv_.wait_for(lock, interval_, [this] { return stopping_; });
+    }
+  }
+
+  scheduler::Scheduler& sched_;
+  bool systemd_ = false;
+  std::chrono::microseconds interval_{1000000};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mutex_
+  std::thread thread_;
+};
+
+// --stop-services-on-exit: every service that runs is stopped (each bounded to 60 s).
+void stop_every_service(scheduler::Scheduler& sched) {
+  auto snap = sched.snapshot();
+  std::vector<std::future<scheduler::ActionResult>> stops;
+  for (const auto& s : snap->services) {
+    if (s.state != policy::SvcState::stopped)
+      stops.push_back(sched.service_action(s.id, scheduler::ServiceAction::stop));
+  }
+  for (auto& f : stops) {
+    if (f.wait_for(std::chrono::seconds(60)) == std::future_status::ready) {
+      auto r = f.get();
+      if (!r.ok) spdlog::warn("stop on exit: {}", r.message);
+    }
+  }
+}
+
+}  // namespace
+
+int run_serve(const std::vector<std::string>& args) {
+  auto parsed = parse_args(args);
+  if (!parsed) return 2;
+  const ServeOptions opts = std::move(*parsed);
+  setup_logging(opts.log_level, opts.log_each_line);
+
+  const sigset_t signals = handled_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread exists
+  signal(SIGPIPE, SIG_IGN);                       // a client hanging up must not kill us
+
+  auto cfg = load_for_serve(opts);
+  if (!cfg) return 1;
+  const config::DaemonSettings daemon = cfg->daemon;
+  spdlog::info("gpumod {} starting: config {}, {} services, {} modes, state dir {}", GPUMOD_VERSION,
+               cfg->source, cfg->presets.size(), cfg->modes.size(), daemon.state_dir.string());
+  const auto dirs = make_dirs(daemon);
+  if (!dirs) return 1;
+  exporter::Metrics metrics(exporter::BuildInfo{GPUMOD_VERSION, "unknown", "g++ " __VERSION__});
+  auto backends = make_backends(*cfg, *dirs);
+  if (!backends) return 1;
+
+  scheduler::Scheduler sched(std::move(*cfg), make_deps(opts, *dirs, *backends, metrics));
   sched.start();
 
   api::ServerOptions server_opts;
@@ -311,99 +447,24 @@ int run_serve(const std::vector<std::string>& args) {
     }
   }
 
-  // Signal waiter: TERM/INT stop the server (run() returns), HUP reloads the config.
-  std::atomic<bool> stopping{false};
   std::atomic<bool> signal_seen{false};
-  std::thread signal_thread([&] {
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&signals, &sig) != 0) continue;
-      if (sig == SIGHUP) {
-        spdlog::info("SIGHUP: reloading configuration");
-        sd_notify(0, "RELOADING=1");
-        auto result = sched.reload().get();
-        if (result.ok) {
-          spdlog::info("reload: {}", result.message);
-        } else {
-          spdlog::error("reload failed, keeping the running configuration: {}", result.message);
-        }
-        sd_notify(0, "READY=1");
-        continue;
-      }
-      if (sig == SIGTERM || sig == SIGINT) {
-        spdlog::info("signal {}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        signal_seen = true;
-        stopping = true;
-        server.stop();
-        return;
-      }
-    }
-  });
-
-  // The scheduler's heartbeat, watched: while the loop turns, systemd's watchdog (when the unit
-  // has WatchdogSec=) is pinged; once it has not turned for policy.stall_timeout the pings stop,
-  // so systemd restarts the daemon and the next one adopts the running services. The log says
-  // which step was stuck. /healthz follows the same LoopHealth.
-  std::mutex wd_mu;
-  std::condition_variable wd_cv;
-  std::uint64_t watchdog_usec = 0;
-  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
-  std::thread watchdog_thread([&] {
-    const auto interval = std::min<std::chrono::microseconds>(
-        std::chrono::seconds(1), std::chrono::microseconds(watchdog ? watchdog_usec / 2 : 1000000));
-    bool was_stalled = false;
-    std::unique_lock lock(wd_mu);
-    while (!stopping) {
-      const scheduler::LoopHealth h = sched.loop_health();
-      if (h.stalled && !was_stalled) {
-        spdlog::error(
-            "scheduler loop stalled: no turn for {} ms (policy.stall_timeout {} ms), stuck in '{}' for {} "
-            "ms; "
-            "/healthz answers 503{}",
-            h.since_last_turn.count(), h.stall_timeout.count(), h.in_flight.empty() ? "?" : h.in_flight,
-            h.in_flight_for.count(), watchdog ? " and the systemd watchdog is no longer pinged" : "");
-      } else if (!h.stalled && was_stalled) {
-        spdlog::warn("scheduler loop turns again");
-      }
-      was_stalled = h.stalled;
-      if (watchdog && !h.stalled) {
-        auto snap = sched.snapshot();
-        sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s", snap ? gpu_summary(*snap).c_str() : "starting");
-      }
-      wd_cv.wait_for(lock, interval, [&] { return stopping.load(); });
-    }
-  });
+  std::thread signal_thread([&] { wait_for_signals(signals, sched, server, signal_seen); });
   {
+    Watchdog watchdog(sched);
     auto snap = sched.snapshot();
     const std::string status = "serving on " + daemon.listen_host + ":" + std::to_string(*port) +
                                (snap ? "; " + gpu_summary(*snap) : std::string());
     sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(getpid()));
+
+    server.run();  // returns after server.stop()
+
+    sd_notify(0, "STOPPING=1");
   }
-
-  server.run();  // returns after server.stop()
-
-  sd_notify(0, "STOPPING=1");
-  stopping = true;
-  wd_cv.notify_all();
-  watchdog_thread.join();
   // If run() ended without a signal, the waiter still sits in sigwait: send the process the
   // shutdown signal (blocked in every thread, so only that sigwait receives it).
   if (!signal_seen) ::kill(::getpid(), SIGTERM);
   signal_thread.join();
-  if (opts.stop_services_on_exit) {
-    auto snap = sched.snapshot();
-    std::vector<std::future<scheduler::ActionResult>> stops;
-    for (const auto& s : snap->services) {
-      if (s.state != policy::SvcState::stopped)
-        stops.push_back(sched.service_action(s.id, scheduler::ServiceAction::stop));
-    }
-    for (auto& f : stops) {
-      if (f.wait_for(std::chrono::seconds(60)) == std::future_status::ready) {
-        auto r = f.get();
-        if (!r.ok) spdlog::warn("stop on exit: {}", r.message);
-      }
-    }
-  }
+  if (opts.stop_services_on_exit) stop_every_service(sched);
   sched.stop();
   spdlog::info("gpumod stopped");
   return 0;
