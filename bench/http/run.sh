@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTTP benchmarks of the gpumod daemon (issue 5, item 7). Builds what it needs (Release),
+# HTTP benchmarks of the gpumod daemon. Builds what it needs (Release),
 # writes a simulated-GPU config into a temp dir, runs `gpumod serve` on free loopback ports with
 # gpumod-test-engine services, measures, prints a table, and stops every process it started,
 # even on failure or Ctrl-C.
