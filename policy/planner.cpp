@@ -79,9 +79,12 @@
 
 namespace gpumod::policy {
 
+Bytes GpuView::raw_free() const {
+  return std::min(live_free, total - ledger) - headroom;
+}
+
 Bytes GpuView::effective_free() const {
-  const Bytes free_now = std::min(live_free, total - ledger) - headroom;
-  return std::max<Bytes>(free_now, 0);
+  return std::max<Bytes>(raw_free(), 0);
 }
 
 const char* to_string(SvcState s) {
@@ -210,10 +213,6 @@ struct GpuPlan {
   double bring_back_s = 0.0;
   Bytes leftover = 0;
 };
-
-Bytes raw_free(const GpuView& g) {
-  return std::min(g.live_free, g.total - g.ledger) - g.headroom;
-}
 
 int position_of_gpu(const std::vector<GpuView>& gpus, int index) {
   for (std::size_t i = 0; i < gpus.size(); ++i) {
@@ -463,7 +462,7 @@ Plan plan(const std::vector<GpuView>& gpus, const std::vector<ServiceView>& serv
 
   // Memory available per GPU (raw free plus what port stops release there) and candidates.
   std::vector<Bytes> available(gpus.size());
-  for (std::size_t i = 0; i < gpus.size(); ++i) available[i] = raw_free(gpus[i]);
+  for (std::size_t i = 0; i < gpus.size(); ++i) available[i] = gpus[i].raw_free();
   for (const std::size_t i : port_stops) {
     const int pos = position_of_gpu(gpus, services[i].gpu);
     if (pos >= 0) available[static_cast<std::size_t>(pos)] += charge_of(services[i]);
@@ -532,8 +531,8 @@ Plan plan(const std::vector<GpuView>& gpus, const std::vector<ServiceView>& serv
 
   result.reason = std::string(waking ? "wake " : "start ") + target.id + " on GPU " +
                   std::to_string(chosen.index) + ": needs " + format_bytes(need) + ", " +
-                  format_bytes(std::max<Bytes>(raw_free(chosen), 0)) + " free after " +
-                  format_bytes(chosen.headroom) + " headroom";
+                  format_bytes(chosen.effective_free()) + " free after " + format_bytes(chosen.headroom) +
+                  " headroom";
   if (!port_text.empty()) result.reason += "; port " + std::to_string(target.port) + ": stop " + port_text;
   if (!evict_text.empty()) result.reason += "; " + evict_text;
   result.reason += "; then wait for " + format_bytes(live_needed) + " live free";

@@ -20,7 +20,9 @@ struct GpuView {
   Bytes live_free = 0;  // what the probe reports now
   Bytes ledger = 0;     // what gpumod has committed on it (sum of charges below)
   Bytes headroom = 0;   // always kept free
-  // min(live_free, total - ledger) - headroom, never below 0.
+  // min(live_free, total - ledger) - headroom: negative when over-committed.
+  [[nodiscard]] Bytes raw_free() const;
+  // raw_free(), never below 0.
   [[nodiscard]] Bytes effective_free() const;
 };
 
@@ -38,7 +40,7 @@ struct ServiceView {
   Bytes vram = 0;            // declared, charged from starting to stopping
   Bytes sleep_residual = 0;  // charged while sleeping
   bool can_sleep = false;
-  int priority = 50;  // higher is more important
+  int priority = 50;               // higher is more important
   bool pinned = false;             // the preset says never evict it
   bool in_flight = false;          // the scheduler has an operation under way on it
   bool retiring = false;           // it left the config and goes once its users are done

@@ -262,19 +262,6 @@ struct SchedulerCore::Impl {
   void submit(RequestSpec spec, TimePoint now);
   // Move every queued request for `id` to its bring-up (or serve them when it is ready).
   void absorb_queued(const std::string& id, Svc& s, TimePoint now);
-  struct Blocked {
-    std::size_t index;  // into the views
-    int priority;
-  };
-  // Memory a blocked request could still claim on gpu `g` once today's protections end:
-  // free now plus everything there it would be allowed to evict by priority and pinning.
-  Bytes reachable(const std::vector<policy::GpuView>& gv, const std::vector<policy::ServiceView>& sv,
-                  const policy::GpuView& g, const Blocked& b) const;
-  bool gpu_usable_by(const policy::GpuView& g, const policy::ServiceView& t) const;
-  // A plan for a lower request may run ahead of blocked ones only if it touches no GPU they
-  // could use, or only takes free memory there that they could never need.
-  bool backfill_safe(const policy::Plan& plan, const std::vector<policy::GpuView>& gv,
-                     const std::vector<policy::ServiceView>& sv, const std::vector<Blocked>& blocked) const;
   void pump(TimePoint now);
   // Start running a plan whose target is `target`. False (nothing done) when a victim took a
   // gate lease after the plan was made: the target waits as for any busy victim, and the end of

@@ -3,6 +3,8 @@
 // and cancel.
 #include "scheduler/core_impl.hpp"
 
+#include "policy/backfill.hpp"
+
 #include <spdlog/spdlog.h>
 #include <algorithm>
 #include <string_view>
@@ -188,56 +190,6 @@ void SchedulerCore::Impl::absorb_queued(const std::string& id, Svc& s, TimePoint
   update_queue_metrics(now);
 }
 
-Bytes SchedulerCore::Impl::reachable(const std::vector<policy::GpuView>& gv,
-                                     const std::vector<policy::ServiceView>& sv, const policy::GpuView& g,
-                                     const Blocked& b) const {
-  Bytes sum = std::min(g.live_free, g.total - g.ledger) - g.headroom;
-  for (std::size_t i = 0; i < sv.size(); ++i) {
-    const auto& s = sv[i];
-    if (i == b.index || s.gpu != g.index) continue;
-    const Svc& real = svcs.at(s.id);
-    if (real.preset->pinned || s.priority > b.priority) continue;
-    sum += charge(real);
-  }
-  (void)gv;
-  return sum;
-}
-
-bool SchedulerCore::Impl::gpu_usable_by(const policy::GpuView& g, const policy::ServiceView& t) const {
-  if (!t.allowed_gpus.empty() &&
-      std::find(t.allowed_gpus.begin(), t.allowed_gpus.end(), g.index) == t.allowed_gpus.end()) {
-    return false;
-  }
-  if (t.state == SvcState::sleeping && t.gpu >= 0) return t.gpu == g.index;
-  return g.total - g.headroom >= t.vram;
-}
-
-bool SchedulerCore::Impl::backfill_safe(const policy::Plan& plan, const std::vector<policy::GpuView>& gv,
-                                        const std::vector<policy::ServiceView>& sv,
-                                        const std::vector<Blocked>& blocked) const {
-  for (const auto& a : plan.actions) {
-    if (a.kind == policy::ActionKind::wait_free) continue;
-    const int g = (a.kind == policy::ActionKind::sleep || a.kind == policy::ActionKind::stop)
-                      ? sv[a.service].gpu
-                      : a.gpu;
-    const auto git =
-        std::find_if(gv.begin(), gv.end(), [&](const policy::GpuView& x) { return x.index == g; });
-    if (git == gv.end()) continue;
-    for (const auto& b : blocked) {
-      const auto& head = sv[b.index];
-      if (!gpu_usable_by(*git, head)) continue;
-      const Bytes need_h = head.state == SvcState::sleeping ? head.vram - head.sleep_residual : head.vram;
-      const Bytes reach = reachable(gv, sv, *git, b);
-      if (reach < need_h) continue;  // it could not get enough here anyway
-      if (a.kind == policy::ActionKind::sleep || a.kind == policy::ActionKind::stop) return false;
-      const auto& cand = sv[a.service];
-      const Bytes need_c = a.kind == policy::ActionKind::wake ? cand.vram - cand.sleep_residual : cand.vram;
-      if (reach - need_c < need_h) return false;
-    }
-  }
-  return true;
-}
-
 void SchedulerCore::Impl::pump(TimePoint now) {
   if (gpus.empty() || queue.empty()) return;
   if (!views_fresh()) {  // on_probe_sample pumps again
@@ -249,7 +201,7 @@ void SchedulerCore::Impl::pump(TimePoint now) {
   auto gv = gpu_views();
   std::map<std::string, std::size_t> index_of;
   for (std::size_t i = 0; i < ids.size(); ++i) index_of[ids[i]] = i;
-  std::vector<Blocked> blocked;
+  std::vector<policy::PlanRequest> blocked;  // planned before this one, not admitted
   std::set<std::string> seen;
   // Copy the order first: admitting changes the queue.
   std::vector<std::pair<std::string, int>> order;
@@ -292,7 +244,7 @@ void SchedulerCore::Impl::pump(TimePoint now) {
         blocked.push_back({idx, prio});
         break;
       case policy::Outcome::plan:
-        if (!blocked.empty() && !backfill_safe(plan, gv, sv, blocked)) break;
+        if (!blocked.empty() && !policy::backfill_safe(plan, gv, sv, blocked)) break;
         if (!execute(id, plan, ids, now)) {
           blocked.push_back({idx, prio});
           break;
