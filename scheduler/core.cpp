@@ -8,30 +8,6 @@
 
 namespace gpumod::scheduler {
 
-const char* to_string(Effect::Kind k) {
-  switch (k) {
-    case Effect::Kind::start:
-      return "start";
-    case Effect::Kind::check_health:
-      return "check_health";
-    case Effect::Kind::activate:
-      return "activate";
-    case Effect::Kind::sleep:
-      return "sleep";
-    case Effect::Kind::wake:
-      return "wake";
-    case Effect::Kind::stop:
-      return "stop";
-    case Effect::Kind::poll:
-      return "poll";
-    case Effect::Kind::verify:
-      return "verify";
-    case Effect::Kind::persist:
-      return "persist";
-  }
-  return "unknown";
-}
-
 SchedulerCore::Impl::Impl(config::Config c, exporter::Metrics* m)
     : cfg(std::make_shared<const config::Config>(std::move(c))),
       metrics(m),

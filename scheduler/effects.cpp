@@ -8,6 +8,30 @@
 
 namespace gpumod::scheduler {
 
+const char* to_string(Effect::Kind k) {
+  switch (k) {
+    case Effect::Kind::start:
+      return "start";
+    case Effect::Kind::check_health:
+      return "check_health";
+    case Effect::Kind::activate:
+      return "activate";
+    case Effect::Kind::sleep:
+      return "sleep";
+    case Effect::Kind::wake:
+      return "wake";
+    case Effect::Kind::stop:
+      return "stop";
+    case Effect::Kind::poll:
+      return "poll";
+    case Effect::Kind::verify:
+      return "verify";
+    case Effect::Kind::persist:
+      return "persist";
+  }
+  return "unknown";
+}
+
 EffectRunner::EffectRunner(const Deps& deps, std::filesystem::path state_dir)
     : deps_(deps), state_dir_(std::move(state_dir)) {}
 

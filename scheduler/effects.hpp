@@ -11,7 +11,7 @@
 #include <mutex>
 #include <string>
 
-#include "scheduler/core.hpp"
+#include "scheduler/effect.hpp"
 #include "scheduler/scheduler.hpp"
 
 namespace gpumod::scheduler {
