@@ -3,8 +3,12 @@
 // `extra_args`, and the unit file text for `gpumod service unit ID`.
 #include "backends/command.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <sstream>
 
@@ -405,6 +409,34 @@ Result<std::string> render_unit_file(const config::Preset& preset, int gpu,
     << "TimeoutStopSec=" << stop_timeout.count() << "\n"
     << "Restart=no\n";
   return u.str();
+}
+
+Result<std::string> find_executable(const std::string& name, const std::map<std::string, std::string>& env) {
+  if (name.find('/') != std::string::npos) return name;
+  std::string dirs = "/usr/local/bin:/usr/bin:/bin";
+  if (const auto it = env.find("PATH"); it != env.end()) {
+    dirs = it->second;
+  } else if (const char* own = std::getenv("PATH")) {
+    dirs = own;
+  }
+  std::size_t pos = 0;
+  for (;;) {
+    const auto colon = dirs.find(':', pos);
+    std::string candidate = dirs.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
+    if (candidate.empty()) candidate = ".";
+    candidate += '/';
+    candidate += name;
+    struct stat st {};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(candidate.c_str(), X_OK) == 0) {
+      std::error_code ec;
+      const auto absolute = std::filesystem::absolute(candidate, ec);
+      return ec ? candidate : absolute.lexically_normal().string();
+    }
+    if (colon == std::string::npos) break;
+    pos = colon + 1;
+  }
+  return make_error("cannot exec '" + name + "': No such file or directory (not found in PATH)");
 }
 
 }  // namespace gpumod::backends

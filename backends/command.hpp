@@ -34,6 +34,13 @@ Result<LaunchSpec> launch_spec(const config::Preset& preset, int gpu, const std:
 Result<std::string> render_unit_file(const config::Preset& preset, int gpu,
                                      std::chrono::seconds stop_timeout = std::chrono::seconds(10));
 
+// argv[0] found the way execvp finds it, but against the PATH the service will run with: `env`'s
+// PATH, else gpumod's own, else /usr/local/bin:/usr/bin:/bin. A name with a slash is taken as
+// given; an empty PATH entry is the current directory. Found names come back absolute (a
+// systemd unit needs that, and a child that changes directory must not lose its binary). The
+// error says the name and that it was not found in PATH. Both runners use it.
+Result<std::string> find_executable(const std::string& name, const std::map<std::string, std::string>& env);
+
 // Split a command line the way a POSIX shell splits words, without running one: whitespace
 // separates, '...' is literal, inside "..." a backslash escapes only backslash, double quote,
 // dollar and backquote, outside quotes a backslash escapes any next character. Unbalanced

@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "backends/command.hpp"
 #include "backends/run_state.hpp"
 #include "backends/runner.hpp"
 
@@ -56,28 +57,6 @@ std::string describe_status(int status) {
     return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" + (name ? name : "?") + ")";
   }
   return "ended (wait status " + std::to_string(status) + ")";
-}
-
-// Resolve argv[0] the way execvp would, but against the service's PATH (execvp looks at
-// the caller's environment, not the one passed to the child).
-std::optional<std::string> resolve_executable(const std::string& name, const std::string& path_var) {
-  if (name.find('/') != std::string::npos) return name;
-  std::string dirs = path_var.empty() ? "/usr/local/bin:/usr/bin:/bin" : path_var;
-  std::size_t pos = 0;
-  while (pos <= dirs.size()) {
-    auto colon = dirs.find(':', pos);
-    std::string dir = dirs.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
-    if (dir.empty()) dir = ".";
-    std::string cand = dir;
-    cand += '/';
-    cand += name;
-    struct stat st {};
-    if (::stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(cand.c_str(), X_OK) == 0)
-      return cand;
-    if (colon == std::string::npos) break;
-    pos = colon + 1;
-  }
-  return std::nullopt;
 }
 
 // Moves an fd to 3 or above so the dup2 calls onto 0-2 in the child cannot clobber it
@@ -149,9 +128,8 @@ class ProcessRunner final : public Runner {
       if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     for (const auto& [k, v] : spec.env) env[k] = v;
-    auto exe = resolve_executable(spec.argv[0], env.count("PATH") ? env["PATH"] : "");
-    if (!exe)
-      return make_error("cannot exec '" + spec.argv[0] + "': No such file or directory (not found in PATH)");
+    auto exe = find_executable(spec.argv[0], env);
+    if (!exe) return make_error(exe.error());
 
     fs::path log_path =
         spec.log_path.empty() ? state_dir_ / "logs" / (spec.service_id + ".log") : spec.log_path;

@@ -15,6 +15,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "backends/command.hpp"
 #include "backends/run_state.hpp"
 #include "backends/runner.hpp"
 
@@ -81,35 +82,6 @@ std::string escape_unit_part(const std::string& s) {
     }
   }
   return out;
-}
-
-std::optional<std::string> resolve_path(const std::string& name,
-                                        const std::map<std::string, std::string>& env) {
-  if (name.find('/') != std::string::npos) return name;
-  std::string dirs;
-  if (auto it = env.find("PATH"); it != env.end()) {
-    dirs = it->second;
-  } else if (const char* p = std::getenv("PATH")) {
-    dirs = p;
-  } else {
-    dirs = "/usr/local/bin:/usr/bin:/bin";
-  }
-  std::size_t pos = 0;
-  while (true) {
-    auto colon = dirs.find(':', pos);
-    std::string dir = dirs.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
-    if (!dir.empty()) {
-      std::string cand = dir;
-      cand += '/';
-      cand += name;
-      struct stat st {};
-      if (::stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(cand.c_str(), X_OK) == 0)
-        return fs::absolute(cand).string();
-    }
-    if (colon == std::string::npos) break;
-    pos = colon + 1;
-  }
-  return std::nullopt;
 }
 
 struct UnitState {
@@ -337,10 +309,8 @@ class SystemdRunner final : public Runner {
     Result<std::string> job = std::string();
     if (transient) {
       (void)bus->unit_call("ResetFailedUnit", unit);  // a failed earlier run keeps the name
-      auto exe = resolve_path(spec.argv[0], spec.env);
-      if (!exe)
-        return make_error("cannot exec '" + spec.argv[0] +
-                          "': No such file or directory (not found in PATH)");
+      auto exe = find_executable(spec.argv[0], spec.env);
+      if (!exe) return make_error(exe.error());
       if (!log_path.empty()) {
         std::error_code ec;
         fs::create_directories(log_path.parent_path(), ec);

@@ -289,6 +289,15 @@ struct Metrics::Impl {
 
   // Lookups that name a GPU or service that was never registered are ignored: creating series
   // on the fly would resurrect a service removed by a reload racing with its last events.
+  // The switch and failure counters of `mode`, made at 0 the first time. Caller holds `mutex`.
+  std::pair<Counter*, Counter*>& mode_series(const std::string& mode) {
+    auto& entry = modes[mode];
+    if (entry.first == nullptr) {
+      entry = {&mode_switches_family.Add({{"mode", mode}}),
+               &mode_switch_failures_family.Add({{"mode", mode}})};
+    }
+    return entry;
+  }
   GpuSeries* gpu(int index) {
     auto it = gpus.find(index);
     if (it == gpus.end()) {
@@ -440,12 +449,7 @@ void Metrics::set_modes(const std::vector<std::string>& ids) {
       ++it;
     }
   }
-  for (const auto& id : wanted) {
-    if (m.modes.count(id) == 0) {
-      m.modes[id] = {&m.mode_switches_family.Add({{"mode", id}}),
-                     &m.mode_switch_failures_family.Add({{"mode", id}})};
-    }
-  }
+  for (const auto& id : wanted) m.mode_series(id);
 }
 
 void Metrics::set_gpu_memory(int gpu, std::int64_t total, std::int64_t used, std::int64_t free,
@@ -593,23 +597,11 @@ void Metrics::inc_vram_release_timeout(int gpu) {
 }
 void Metrics::inc_mode_switch(const std::string& mode) {
   std::lock_guard lock(impl_->mutex);
-  auto& m = *impl_;
-  auto& entry = m.modes[mode];
-  if (entry.first == nullptr) {
-    entry = {&m.mode_switches_family.Add({{"mode", mode}}),
-             &m.mode_switch_failures_family.Add({{"mode", mode}})};
-  }
-  entry.first->Increment();
+  impl_->mode_series(mode).first->Increment();
 }
 void Metrics::inc_mode_switch_failure(const std::string& mode) {
   std::lock_guard lock(impl_->mutex);
-  auto& m = *impl_;
-  auto& entry = m.modes[mode];
-  if (entry.first == nullptr) {
-    entry = {&m.mode_switches_family.Add({{"mode", mode}}),
-             &m.mode_switch_failures_family.Add({{"mode", mode}})};
-  }
-  entry.second->Increment();
+  impl_->mode_series(mode).second->Increment();
 }
 void Metrics::inc_config_reload(bool success) {
   if (success) {

@@ -2,8 +2,13 @@
 // splitting, errors that name the preset and key, and the unit file text.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "backends/command.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace gpumod::backends {
 namespace {
@@ -295,6 +300,35 @@ TEST(RenderUnitFile, RenderErrorsPassThrough) {
   auto u = render_unit_file(p, 0);
   ASSERT_FALSE(u.ok());
   EXPECT_THAT(u.error(), HasSubstr("give an explicit cmd"));
+}
+
+// The one PATH lookup both runners use (their own tests check the error reaches the user).
+TEST(FindExecutable, LooksInTheServicesPathTheWayExecvpDoesAndAnswersAnAbsolutePath) {
+  const gpumod::testing::TempDir dir;
+  const auto bin = dir.path() / "bin";
+  std::filesystem::create_directories(bin);
+  const auto server = dir.write("bin/my-server", "#!/bin/sh\n");
+  ::chmod(server.c_str(), 0755);
+  dir.write("bin/not-executable", "data");
+
+  const std::map<std::string, std::string> env{{"PATH", "/nonexistent:" + bin.string()}};
+  auto found = find_executable("my-server", env);
+  ASSERT_TRUE(found) << found.error();
+  EXPECT_EQ(*found, server.string());
+
+  // A name with a slash is taken as given; a file without the execute bit is not a match.
+  EXPECT_EQ(*find_executable("./my-server", env), "./my-server");
+  auto plain = find_executable("not-executable", env);
+  ASSERT_FALSE(plain);
+  EXPECT_EQ(plain.error(), "cannot exec 'not-executable': No such file or directory (not found in PATH)");
+
+  // An empty entry is the current directory; the answer is still absolute.
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(bin);
+  auto here = find_executable("my-server", {{"PATH", "/nonexistent:"}});
+  std::filesystem::current_path(cwd);
+  ASSERT_TRUE(here) << here.error();
+  EXPECT_EQ(*here, server.string());
 }
 
 }  // namespace
