@@ -67,6 +67,7 @@ double now_unix_seconds() {
 const std::vector<std::string>& service_states() {
   static const std::vector<std::string> states = [] {
     std::vector<std::string> names;
+    names.reserve(policy::kAllSvcStates.size());
     for (const auto s : policy::kAllSvcStates) names.emplace_back(policy::to_string(s));
     return names;
   }();
