@@ -4,15 +4,6 @@
 
 namespace gpumod::policy {
 
-namespace {
-
-// Bytes `s` needs on top of what it holds now.
-Bytes need_of(const ServiceView& s) {
-  return s.state == SvcState::sleeping ? s.vram - s.sleep_residual : s.vram;
-}
-
-}  // namespace
-
 bool gpu_usable_by(const GpuView& gpu, const ServiceView& service) {
   if (!service.allowed_gpus.empty() && std::find(service.allowed_gpus.begin(), service.allowed_gpus.end(),
                                                  gpu.index) == service.allowed_gpus.end()) {

@@ -155,6 +155,10 @@ Bytes charge_of(const ServiceView& s) {
   return 0;
 }
 
+Bytes need_of(const ServiceView& s) {
+  return s.state == SvcState::sleeping ? s.vram - s.sleep_residual : s.vram;
+}
+
 const char* protection_of(const ServiceView& s, int request_priority) {
   switch (s.state) {
     case SvcState::starting:
@@ -394,7 +398,7 @@ Plan plan(const std::vector<GpuView>& gpus, const std::vector<ServiceView>& serv
   }
 
   const bool waking = target.state == SvcState::sleeping;
-  const Bytes need = waking ? target.vram - target.sleep_residual : target.vram;
+  const Bytes need = need_of(target);
 
   // GPUs the target may use (positions into `gpus`), and the never-fits test on them. A sleeping
   // target can only wake where it is; an empty GPU could hold it when total - headroom >= vram.

@@ -91,6 +91,9 @@ Plan plan(const std::vector<GpuView>& gpus, const std::vector<ServiceView>& serv
 // Bytes a service is charged for in its state: vram from starting to stopping, the sleep
 // residual while sleeping, nothing when stopped or failed.
 Bytes charge_of(const ServiceView& s);
+// Bytes `s` needs on top of what it holds to be ready: vram - sleep_residual when it sleeps (it
+// wakes where it is), else vram.
+Bytes need_of(const ServiceView& s);
 // Why `s` may not be slept or stopped for a request of `request_priority` ("pinned",
 // "operation in flight", "leaving the config", "leased", "higher priority", "keep-alive", or its
 // in-transit state), or nullptr when it may be.

@@ -102,7 +102,7 @@ inline int gpu_pos(const std::vector<GpuView>& gpus, int index) {
 }
 
 // Bytes the target needs on top of what it holds now.
-inline Bytes need_of(const ServiceView& t) {
+inline Bytes needed_by(const ServiceView& t) {
   return t.state == SvcState::sleeping ? t.vram - t.sleep_residual : t.vram;
 }
 
@@ -137,7 +137,7 @@ inline std::string replay(std::vector<GpuView> gpus, std::vector<ServiceView> se
                           const PlanRequest& req, const Plan& p,
                           std::size_t skip = static_cast<std::size_t>(-1)) {
   const ServiceView target = services[req.target];
-  const Bytes need = need_of(target);
+  const Bytes need = needed_by(target);
   bool waited = false;
   bool finished = false;
   std::vector<char> touched(services.size(), 0);

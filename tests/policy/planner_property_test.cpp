@@ -159,7 +159,7 @@ bool port_blocked(const Case& c) {
 bool brute_force_feasible(const Case& c, bool allow_stops = true) {
   const ServiceView& t = c.services[c.request.target];
   if (port_blocked(c)) return false;
-  const Bytes need = testing::need_of(t);
+  const Bytes need = testing::needed_by(t);
   for (const std::size_t gp : testing::allowed_positions(c.gpus, t)) {
     const GpuView& g = c.gpus[gp];
     if (g.total - g.headroom < t.vram) continue;
@@ -372,7 +372,7 @@ TEST(PlannerProperties, NoEvictionWhenTheTargetAlreadyFitsSomewhere) {
   for_random_cases(0x5eed0009, 8, [](const Case& c, const Plan& p) -> std::string {
     const ServiceView& t = c.services[c.request.target];
     if (p.outcome != Outcome::plan || t.port != 0) return "";  // port stops are forced
-    const Bytes need = testing::need_of(t);
+    const Bytes need = testing::needed_by(t);
     bool fits_now = false;
     for (const std::size_t gp : testing::allowed_positions(c.gpus, t)) {
       const GpuView& g = c.gpus[gp];
