@@ -49,6 +49,8 @@ class Control {
   [[nodiscard]] virtual scheduler::LoopHealth loop_health() const = 0;
   // The systemd unit file gpumod would install for a service (GET /services/{id}/unit).
   [[nodiscard]] virtual Result<std::string> unit_file(const std::string& service_id) const = 0;
+  // What the scheduler decided and why (GET /events); any thread (scheduler/event_log.hpp).
+  [[nodiscard]] virtual scheduler::EventLog& events() = 0;
   // Prometheus text exposition 0.0.4.
   [[nodiscard]] virtual std::string render_metrics() const = 0;
   virtual void count_proxied_request(const std::string& service, const std::string& endpoint,

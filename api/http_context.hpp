@@ -57,5 +57,7 @@ std::chrono::milliseconds request_budget(const Context& ctx,
                                          std::optional<std::chrono::milliseconds> timeout);
 
 void register_proxy_routes(http::HttpServer& server, Context& ctx);
+// GET /events and GET /services/{id}/logs (api/streams.cpp).
+void register_stream_routes(http::HttpServer& server, Context& ctx);
 
 }  // namespace gpumod::api

@@ -65,6 +65,7 @@ class SchedulerControl final : public Control {
     return backends::render_unit_file(*preset, gpu);
   }
 
+  [[nodiscard]] scheduler::EventLog& events() override { return scheduler_.events(); }
   [[nodiscard]] std::string render_metrics() const override { return metrics_.render(); }
   void count_proxied_request(const std::string& service, const std::string& endpoint,
                              int status_code) override {

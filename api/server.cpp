@@ -64,6 +64,7 @@ const char* landing_page() {
 <li><a href="/v1/models">/v1/models</a>: the OpenAI-compatible model list</li>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
 <li><a href="/healthz">/healthz</a></li>
+<li><a href="/events">/events</a>: what the scheduler decides and why (Server-Sent Events)</li>
 </ul>
 <p>Ask for a model: <code>curl -X POST http://HOST:PORT/request -d '{"model":"NAME"}'</code></p>
 </body></html>
@@ -556,6 +557,7 @@ struct ApiServer::Impl {
     server->set_logger([](const HttpRequest& req, const HttpResponse& res) { log_exchange(req, res); });
     handlers.install(*server);
     register_proxy_routes(*server, ctx);
+    register_stream_routes(*server, ctx);
   }
 
   // Request id for every exchange; the bearer token where one is configured. True when it

@@ -9,12 +9,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -43,6 +45,10 @@ Commands (all but `serve` and `config check` talk to a running daemon):
   service list [--json]              configured services and their state
   service start|stop|sleep|wake ID   drive one service
   service unit ID                    print the systemd unit file for a service
+  service logs ID [-f] [--tail N]    the last N lines of a service's log (default 100); -f follows it
+  events [--json] [--tail N] [--count N]
+                                     what the scheduler decides and why, as it happens (--tail: the
+                                     last N first; --count: stop after N; --json: one JSON per line)
   mode list [--json]                 configured modes (* marks the current one)
   mode status                        the current mode and its services
   mode switch ID                     switch mode: stop/sleep what it lacks, start/wake what it has
@@ -178,6 +184,48 @@ class Daemon {
     return reply;
   }
 
+  // GET `path` as a stream: each piece of the body goes to `on_data` as it arrives (return
+  // false to stop). nullopt: unreachable (reported). Otherwise the status, with the body kept
+  // (and not streamed) when it is not 200, so the caller can report the daemon's error.
+  std::optional<Reply> stream(const std::string& path,
+                              const std::function<bool(std::string_view data)>& on_data) const {
+    httplib::Client client(url_);
+    client.set_connection_timeout(std::chrono::seconds(5));
+    // The daemon writes at least every 15 s on an event stream; a log follower may be quiet for
+    // longer, so a read does not time out.
+    client.set_read_timeout(std::chrono::hours(24 * 365));
+    if (token_) client.set_bearer_token_auth(*token_);
+    Reply reply;
+    bool stopped = false;
+    httplib::Result result = client.Get(
+        path,
+        [&](const httplib::Response& r) {
+          reply.status = r.status;
+          return true;
+        },
+        [&](const char* data, std::size_t len) {
+          if (reply.status != 200) {
+            reply.text.append(data, len);
+            return true;
+          }
+          if (!on_data(std::string_view(data, len))) stopped = true;
+          return !stopped;
+        });
+    if (!result && !stopped && reply.status == 0) {
+      std::cerr << "gpumod: cannot reach the daemon at " << url_ << " (" << httplib::to_string(result.error())
+                << "); is `gpumod serve` running? (set --url or GPUMOD_URL)\n";
+      return std::nullopt;
+    }
+    if (reply.status != 200) {
+      try {
+        reply.body = json::parse(reply.text);
+      } catch (const json::parse_error&) {
+        reply.body = json();
+      }
+    }
+    return reply;
+  }
+
   [[nodiscard]] const std::string& url() const { return url_; }
 
  private:
@@ -205,6 +253,9 @@ struct Args {
   std::optional<int> priority;
   std::optional<double> timeout_s;
   std::optional<double> keep_alive_s;
+  bool follow = false;                // -f
+  std::optional<std::uint64_t> tail;  // --tail N
+  std::optional<std::uint64_t> count;  // --count N
 };
 
 void print_services_table(const json& services, std::ostream& out) {
@@ -322,7 +373,7 @@ int cmd_request(const Daemon& d, const Args& a) {
 
 int cmd_service(const Daemon& d, const Args& a) {
   if (a.positional.empty())
-    return usage_error("service needs a subcommand: list, start, stop, sleep, wake, unit");
+    return usage_error("service needs a subcommand: list, start, stop, sleep, wake, unit, logs");
   const std::string& sub = a.positional[0];
   if (sub == "list") {
     if (a.positional.size() != 1) return usage_error("service list takes no arguments");
@@ -337,9 +388,21 @@ int cmd_service(const Daemon& d, const Args& a) {
     return kOk;
   }
   const bool action = sub == "start" || sub == "stop" || sub == "sleep" || sub == "wake";
-  if (!action && sub != "unit") return usage_error("unknown service subcommand '" + sub + "'");
+  if (!action && sub != "unit" && sub != "logs") return usage_error("unknown service subcommand '" + sub + "'");
   if (a.positional.size() != 2) return usage_error("service " + sub + " needs exactly one service ID");
   const std::string id = percent_encode(a.positional[1]);
+  if (sub == "logs") {
+    std::string path = "/services/" + id + "/logs?tail=" + std::to_string(a.tail.value_or(100));
+    if (a.follow) path += "&follow=1";
+    auto reply = d.stream(path, [](std::string_view data) {
+      std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
+      std::cout.flush();
+      return true;
+    });
+    if (!reply) return kUnreachable;
+    if (reply->status != 200) return report_refusal(*reply);
+    return kOk;
+  }
   if (sub == "unit") {
     auto reply = d.call("GET", "/services/" + id + "/unit");
     if (!reply) return kUnreachable;
@@ -423,6 +486,55 @@ int cmd_mode(const Daemon& d, const Args& a) {
     return reply->status == 200 ? kOk : report_refusal(*reply);
   }
   return usage_error("unknown mode subcommand '" + sub + "'");
+}
+
+// One event of the daemon's SSE stream as a line: its time, kind, and message.
+void print_event(const std::string& data, bool as_json) {
+  if (as_json) {
+    std::cout << data << "\n";
+    return;
+  }
+  const json e = json::parse(data, nullptr, false);
+  if (!e.is_object()) {
+    std::cout << data << "\n";
+    return;
+  }
+  std::string time = str_of(e, "time", "");
+  if (time.size() >= 23) time = time.substr(11, 12);  // HH:MM:SS.mmm of the UTC stamp
+  std::cout << time << "  " << str_of(e, "kind") << "  " << str_of(e, "message", "") << "\n";
+}
+
+int cmd_events(const Daemon& d, const Args& a) {
+  if (!a.positional.empty()) return usage_error("events takes no arguments");
+  std::string path = "/events";
+  if (a.tail) path += "?tail=" + std::to_string(*a.tail);
+  std::string pending;  // an SSE frame not yet complete
+  std::uint64_t printed = 0;
+  auto reply = d.stream(path, [&](std::string_view data) {
+    pending.append(data);
+    for (std::size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
+      const std::string frame = pending.substr(0, end);
+      pending.erase(0, end + 2);
+      std::string kind, body;
+      std::size_t begin = 0;
+      while (begin < frame.size()) {
+        std::size_t nl = frame.find('\n', begin);
+        if (nl == std::string::npos) nl = frame.size();
+        const std::string_view line(frame.data() + begin, nl - begin);
+        if (line.rfind("event: ", 0) == 0) kind = line.substr(7);
+        if (line.rfind("data: ", 0) == 0) body += line.substr(6);
+        begin = nl + 1;
+      }
+      if (body.empty()) continue;  // a comment (keep-alive)
+      print_event(body, a.json_output);
+      std::cout.flush();
+      if (kind != "dropped" && a.count && ++printed >= *a.count) return false;
+    }
+    return true;
+  });
+  if (!reply) return kUnreachable;
+  if (reply->status != 200) return report_refusal(*reply);
+  return kOk;
 }
 
 int cmd_reload(const Daemon& d, const Args& a) {
@@ -543,6 +655,16 @@ int run_cli(const std::vector<std::string>& argv) {
       a.json_output = true;
     } else if (arg == "--no-wait") {
       a.no_wait = true;
+    } else if (arg == "-f" || arg == "--follow") {
+      a.follow = true;
+    } else if (arg == "--tail" || arg == "--count") {
+      auto v = value(arg);
+      if (!v) return usage_error(arg + " needs a value");
+      auto n = number_arg(arg, *v);
+      if (!n) return kUsage;
+      if (*n < 0 || *n > 1e12 || *n != static_cast<double>(static_cast<std::uint64_t>(*n)))
+        return usage_error(arg + " must be a whole number of 0 or more");
+      (arg == "--tail" ? a.tail : a.count) = static_cast<std::uint64_t>(*n);
     } else if (arg == "--priority" || arg == "--timeout" || arg == "--keep-alive") {
       auto v = value(arg);
       if (!v) return usage_error(arg + " needs a value");
@@ -584,6 +706,7 @@ int run_cli(const std::vector<std::string>& argv) {
   if (command == "service") return cmd_service(daemon, a);
   if (command == "mode") return cmd_mode(daemon, a);
   if (command == "reload") return cmd_reload(daemon, a);
+  if (command == "events") return cmd_events(daemon, a);
   if (command == "plan") return cmd_plan(daemon, a);
   return usage_error("unknown command '" + command + "'");
 }

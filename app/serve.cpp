@@ -293,6 +293,7 @@ scheduler::Deps make_deps(const ServeOptions& opts, const Dirs& dirs, Backends& 
   };
   deps.load_config = [opts]() { return load_config(opts); };
   deps.before_step = stall_fault_from_env();
+  deps.log_dir = dirs.logs;
   deps.port_listeners = backends::tcp_listeners;
   return deps;
 }

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "backends/gpu_probe.hpp"
+#include "backends/service_log.hpp"
 
 namespace gpumod::backends {
 namespace {
@@ -340,7 +341,7 @@ Result<LaunchSpec> launch_spec(const config::Preset& preset, int gpu, const std:
   spec.argv = std::move(cmd->argv);
   spec.env = std::move(cmd->env);
   spec.env.emplace(kSimDirEnv, sim_dir.string());
-  spec.log_path = log_dir / (preset.id + ".log");
+  spec.log_path = service_log_path(log_dir, preset.id);
   spec.working_dir = std::move(cmd->working_dir);
   if (preset.runner == config::RunnerKind::systemd) spec.unit = preset.unit_template;
   return spec;

@@ -163,31 +163,6 @@ Result<void> write_file_atomic(const fs::path& path, const std::string& content)
   return {};
 }
 
-std::string tail_lines(const fs::path& path, int max_lines) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in || max_lines <= 0) return "";
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  const std::streamoff start = std::max<std::streamoff>(0, size - std::streamoff{64} * 1024);
-  in.seekg(start);
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  while (!data.empty() && (data.back() == '\n' || data.back() == '\r')) data.pop_back();
-  // Walk back over max_lines newlines; everything after the last one found is the tail.
-  std::size_t begin = data.size();
-  int found = 0;
-  while (found < max_lines) {
-    if (begin == 0) break;
-    auto nl = data.rfind('\n', begin - 1);
-    if (nl == std::string::npos) {
-      begin = 0;
-      break;
-    }
-    ++found;
-    begin = found == max_lines ? nl + 1 : nl;
-  }
-  return data.substr(begin);
-}
-
 Result<void> check_service_id(const std::string& id) {
   if (id.empty()) return make_error("service id is empty");
   if (id.front() == '.' || id.find('/') != std::string::npos || id.find('\0') != std::string::npos)

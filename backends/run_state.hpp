@@ -40,8 +40,6 @@ std::vector<int> pids_in_cgroup(const std::string& control_group);
 // write tmp + rename: a crash of the daemon leaves the old or the new file, never half. Not
 // fsynced: runner state only has to outlive the daemon, not a power loss (docs/runners.md).
 Result<void> write_file_atomic(const std::filesystem::path& path, const std::string& content);
-// The last `max_lines` lines of a file (reads at most its last 64 KiB); "" when unreadable.
-std::string tail_lines(const std::filesystem::path& path, int max_lines);
 // Service ids become file names: refuse what could escape the state dir.
 Result<void> check_service_id(const std::string& id);
 

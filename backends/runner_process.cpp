@@ -19,6 +19,7 @@
 
 #include "backends/command.hpp"
 #include "backends/run_state.hpp"
+#include "backends/service_log.hpp"
 #include "backends/runner.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration)
@@ -308,7 +309,7 @@ class ProcessRunner final : public Runner {
       ::kill(-svc->rec.info.pgid, SIGKILL);
       exit.message += "; killed " + std::to_string(rest.size()) + " leftover process(es) of its group";
     }
-    std::string tail = run_state::tail_lines(svc->rec.log_path, kExitTailLines);
+    std::string tail = tail_lines(svc->rec.log_path, kExitTailLines);
     if (!tail.empty()) exit.message += "; last log lines:\n" + tail;
     forget(service_id, svc);
     spdlog::warn("service '{}' {}", service_id, exit.message);

@@ -17,6 +17,7 @@
 
 #include "backends/command.hpp"
 #include "backends/run_state.hpp"
+#include "backends/service_log.hpp"
 #include "backends/runner.hpp"
 
 namespace gpumod::backends {
@@ -333,7 +334,7 @@ class SystemdRunner final : public Runner {
       if (st.exec_main_code != 0) msg += ", " + describe_main_exit(st);
       msg += "; journal: " + journal_tail(unit, user_);
       if (!log_path.empty()) {
-        std::string tail = run_state::tail_lines(log_path, kJournalLines);
+        std::string tail = tail_lines(log_path, kJournalLines);
         if (!tail.empty()) msg += "; last log lines:\n" + tail;
       }
       if (transient) (void)bus->unit_call("ResetFailedUnit", unit);
@@ -424,7 +425,7 @@ class SystemdRunner final : public Runner {
       if (svc->transient && st.active_state == "failed") (void)bus->unit_call("ResetFailedUnit", unit);
     }
     std::string tail =
-        svc->rec.log_path.empty() ? "" : run_state::tail_lines(svc->rec.log_path, kJournalLines);
+        svc->rec.log_path.empty() ? "" : tail_lines(svc->rec.log_path, kJournalLines);
     exit.message += tail.empty() ? "; journal: " + journal_tail(unit, user_) : "; last log lines:\n" + tail;
     forget(service_id, svc);
     return exit;

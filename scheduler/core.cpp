@@ -60,10 +60,41 @@ void SchedulerCore::Impl::register_services() {
   }
 }
 
+// ---------- events ----------
+void SchedulerCore::Impl::note(Log level, SchedEvent e) {
+  switch (level) {
+    case Log::debug:
+      spdlog::debug("{}", e.message);
+      break;
+    case Log::info:
+      spdlog::info("{}", e.message);
+      break;
+    case Log::warn:
+      spdlog::warn("{}", e.message);
+      break;
+  }
+  out.events.push_back(std::move(e));
+}
+
+SchedEvent SchedulerCore::Impl::event(const char* kind, const std::string& service, std::string message,
+                                      nlohmann::json detail) {
+  SchedEvent e;
+  e.kind = kind;
+  e.service = service;
+  e.message = std::move(message);
+  e.detail = std::move(detail);
+  return e;
+}
+
 // ---------- state ----------
 void SchedulerCore::Impl::set_state(const std::string& id, Svc& s, SvcState st, TimePoint now) {
   if (s.state == st) return;
   if (st != SvcState::ready) close_gate(s);
+  SchedEvent e = event("service.state", id,
+                       id + ": " + policy::to_string(s.state) + " -> " + policy::to_string(st),
+                       {{"from", policy::to_string(s.state)}, {"to", policy::to_string(st)}});
+  e.gpu = s.gpu;
+  note(Log::debug, std::move(e));
   s.state = st;
   s.state_since = now;
   persist_dirty = true;

@@ -32,6 +32,7 @@
 #include "policy/planner.hpp"
 #include "scheduler/admission_queue.hpp"
 #include "scheduler/effect.hpp"
+#include "scheduler/event.hpp"
 #include "scheduler/lease_gate.hpp"
 #include "scheduler/scheduler.hpp"
 
@@ -53,6 +54,7 @@ struct CoreOutput {
   std::vector<CommandDone<ActionResult>> actions;
   std::vector<CommandDone<ModeResult>> modes;
   std::vector<CommandDone<ReloadResult>> reloads;
+  std::vector<SchedEvent> events;  // what was decided and why, in order (event.hpp)
   bool changed = false;  // the snapshot would differ
 };
 

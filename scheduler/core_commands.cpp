@@ -108,7 +108,14 @@ void SchedulerCore::Impl::switch_mode(std::uint64_t token, const std::string& mo
   for (const auto& member : job.members) {
     if (svcs.count(member) == 0) job.result.errors.push_back("mode lists unknown service '" + member + "'");
   }
-  spdlog::info("switching to mode {}", mode_id);
+  {
+    SchedEvent e = event("mode.begin", "",
+                         "switching to mode " + mode_id +
+                             (current_mode.empty() ? std::string() : " from " + current_mode),
+                         {{"from", current_mode}, {"services", job.members}});
+    e.mode = mode_id;
+    note(Log::info, std::move(e));
+  }
   mode_job = std::move(job);
   progress_mode(now);
 }
@@ -206,8 +213,23 @@ void SchedulerCore::Impl::finish_mode(TimePoint now) {
     current_mode.clear();
     if (metrics != nullptr) metrics->inc_mode_switch_failure(job.mode);
   }
-  spdlog::info("mode {} switch {} in {:.2f} s", job.mode, job.result.ok ? "done" : "failed",
-               job.result.seconds);
+  {
+    char took[32];
+    std::snprintf(took, sizeof took, "%.2f s", job.result.seconds);
+    const ModeResult& r = job.result;
+    std::string message = "mode " + job.mode + " switch " + (r.ok ? "done" : "failed") + " in " + took;
+    for (const auto& err : r.errors) message += "; " + err;
+    SchedEvent e = event("mode.end", "", std::move(message),
+                         {{"ok", r.ok},
+                          {"seconds", r.seconds},
+                          {"started", r.started},
+                          {"stopped", r.stopped},
+                          {"slept", r.slept},
+                          {"woken", r.woken},
+                          {"errors", r.errors}});
+    e.mode = job.mode;
+    note(r.ok ? Log::info : Log::warn, std::move(e));
+  }
   out.modes.push_back({job.token, std::move(job.result)});
   out.changed = true;
 }
@@ -219,7 +241,7 @@ void SchedulerCore::Impl::reload(std::uint64_t token, const config::LoadResult& 
     r.ok = false;
     r.message = "config reload failed; the running config is kept:\n" + loaded.error_text();
     if (metrics != nullptr) metrics->inc_config_reload(false);
-    spdlog::warn("{}", r.message);
+    note(Log::warn, event("reload", "", r.message, {{"ok", false}}));
     out.reloads.push_back({token, std::move(r)});
     return;
   }
@@ -269,7 +291,8 @@ void SchedulerCore::Impl::reload(std::uint64_t token, const config::LoadResult& 
   r.message = "reloaded " + cfg->source + ": " + std::to_string(r.added.size()) + " added, " +
               std::to_string(r.removed.size()) + " removed, " + std::to_string(r.changed.size()) + " changed";
   if (metrics != nullptr) metrics->inc_config_reload(true);
-  spdlog::info("{}", r.message);
+  note(Log::info, event("reload", "", r.message,
+                        {{"ok", true}, {"added", r.added}, {"removed", r.removed}, {"changed", r.changed}}));
   out.reloads.push_back({token, std::move(r)});
   out.changed = true;
   pump(now);

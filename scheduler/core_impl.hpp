@@ -97,6 +97,7 @@ struct Svc {
   bool had_evictions = false;
   Bytes wait_bytes = 0;
   std::optional<TimePoint> vram_wait_since;
+  bool wait_noted = false;  // this bring-up's wait for memory has been reported (note)
   TimePoint bringup_started{};
   TimePoint deadline{};  // health deadline while launching/health/activating
   TimePoint next_health{};
@@ -222,6 +223,14 @@ struct SchedulerCore::Impl {
   // The configured services and modes get their series (at 0 where new; removed where gone).
   void register_services();
 
+  // ---------- events ----------
+  // Records one decision or observation for GET /events (event.hpp) and writes its message to
+  // the daemon's log at `level`: the one way the core reports what it did and why.
+  enum class Log { debug, info, warn };
+  void note(Log level, SchedEvent e);
+  static SchedEvent event(const char* kind, const std::string& service, std::string message,
+                          nlohmann::json detail = nlohmann::json::object());
+
   // ---------- state ----------
   void set_state(const std::string& id, Svc& s, SvcState st, TimePoint now);
   std::uint64_t new_op(const std::string& id, Svc& s);
@@ -249,6 +258,8 @@ struct SchedulerCore::Impl {
   void finish_request(const std::string& rid, RequestOutcome o, TimePoint now);
   void remember(const std::string& rid, const std::string& model, const std::string& service, int priority,
                 const RequestOutcome& o);
+  // A request now waits for its service's bring-up (joined it, or taken out of the queue for it).
+  void note_admitted(const std::string& rid, const RequestRec& r, const char* how);
   void fail_request(const std::string& rid, RequestStatus st, Refusal why, const std::string& msg,
                     TimePoint now, int retry_after = 0);
   // The request is served by the ready service `id`.

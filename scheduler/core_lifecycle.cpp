@@ -74,6 +74,7 @@ void SchedulerCore::Impl::on_launched(const std::string& id, Svc& s, const OpDon
   if (!d.ok) {
     // Nothing runs: no stop needed.
     s.last_error = id + " failed to start: " + d.message;
+    note(Log::warn, event("service.failed", id, s.last_error, {{"during", "starting"}}));
     if (metrics != nullptr) metrics->inc_service_start_failure(id);
     fail_waiters(s, Refusal::unavailable, s.last_error, now, 0);
     finish_action(s.tokens_ready, false, Refusal::unavailable, s.last_error);
@@ -112,6 +113,7 @@ void SchedulerCore::Impl::on_health(const std::string& id, Svc& s, const OpDone&
 
 void SchedulerCore::Impl::become_ready(const std::string& id, Svc& s, TimePoint now) {
   const double took = secs(now - s.bringup_started);
+  const bool woke = s.wake_path;
   s.phase = Phase::idle;
   s.last_error.clear();
   if (s.wake_path) {
@@ -127,7 +129,16 @@ void SchedulerCore::Impl::become_ready(const std::string& id, Svc& s, TimePoint 
   s.wake_path = false;
   set_state(id, s, SvcState::ready, now);
   mark_gpu_changed(s.gpu, now);
-  spdlog::info("{} is ready on GPU {} after {:.2f} s", id, s.gpu, took);
+  {
+    char took_text[32];
+    std::snprintf(took_text, sizeof took_text, "%.2f s", took);
+    SchedEvent e = event("service.ready", id,
+                         id + " is ready on GPU " + std::to_string(s.gpu) + " after " + took_text +
+                             (woke ? " (woken)" : ""),
+                         {{"seconds", took}, {"wake", woke}});
+    e.gpu = s.gpu;
+    note(Log::info, std::move(e));
+  }
   s.last_used = now.time_since_epoch().count();
   auto waiters = std::move(s.waiters);
   s.waiters.clear();
@@ -143,7 +154,7 @@ void SchedulerCore::Impl::on_slept(const std::string& id, Svc& s, const OpDone& 
   if (!d.ok) {
     // Memory not freed: stop it instead so whoever waits for it gets the memory.
     s.last_error = id + " failed to sleep (" + d.message + "); stopping it instead";
-    spdlog::warn("{}", s.last_error);
+    note(Log::warn, event("service.error", id, s.last_error, {{"during", "sleeping"}}));
     set_state(id, s, SvcState::ready, now);
     begin_stop(id, s, "sleep failed", now);
     return;
@@ -168,7 +179,7 @@ void SchedulerCore::Impl::on_stopped(const std::string& id, Svc& s, const OpDone
   s.wake_path = false;
   if (!d.ok) {
     s.last_error = id + " did not stop cleanly: " + d.message;
-    spdlog::warn("{}", s.last_error);
+    note(Log::warn, event("service.failed", id, s.last_error, {{"during", "stopping"}}));
     set_state(id, s, SvcState::failed, now);
   } else if (s.state != SvcState::failed) {
     set_state(id, s, SvcState::stopped, now);
@@ -178,7 +189,7 @@ void SchedulerCore::Impl::on_stopped(const std::string& id, Svc& s, const OpDone
   finish_action(s.tokens_slept, false, Refusal::conflict, id + " was stopped instead of sleeping");
   eviction_done(id);
   if (s.retire) {
-    spdlog::info("{} removed from the config: stopped and forgotten", id);
+    note(Log::info, event("service.removed", id, id + " removed from the config: stopped and forgotten"));
     svcs.erase(id);
     return;
   }
@@ -197,7 +208,10 @@ void SchedulerCore::Impl::on_verified(const std::string& id, Svc& s, const OpDon
   if (d.ok && d.health == backends::Health::ready) {
     s.phase = Phase::idle;
     set_state(id, s, d.sleeping ? SvcState::sleeping : SvcState::ready, now);
-    spdlog::info("adopted {} ({}) on GPU {}", id, policy::to_string(s.state), s.gpu);
+    SchedEvent e = event("service.adopted", id,
+                         "adopted " + id + " (" + policy::to_string(s.state) + ") on GPU " + std::to_string(s.gpu));
+    e.gpu = s.gpu;
+    note(Log::info, std::move(e));
     if (s.state == SvcState::ready) {
       auto waiters = std::move(s.waiters);
       s.waiters.clear();
@@ -218,7 +232,7 @@ void SchedulerCore::Impl::on_verified(const std::string& id, Svc& s, const OpDon
   s.last_error = id + " was running at daemon start but is not healthy (" +
                  std::string(backends::to_string(d.health)) + (d.message.empty() ? "" : ": " + d.message) +
                  "); stopped";
-  spdlog::warn("{}", s.last_error);
+  note(Log::warn, event("service.failed", id, s.last_error, {{"during", "adoption"}}));
   fail_waiters(s, Refusal::unavailable, s.last_error, now, 0);
   finish_action(s.tokens_ready, false, Refusal::unavailable, s.last_error);
   begin_stop(id, s, "adopted but unhealthy", now);
@@ -322,7 +336,7 @@ void SchedulerCore::Impl::expire_deferred(TimePoint now) {
     const std::string msg = d.service + " was not started: no GPU sample arrived within " +
                             fmt_secs(policy().vram_release_timeout) +
                             (probe_up ? std::string() : " (the GPU probe is failing: " + probe_error + ")");
-    spdlog::warn("{}", msg);
+    note(Log::warn, event("service.error", d.service, msg, {{"during", to_string(d.action)}}));
     if (d.token) out.actions.push_back({*d.token, ActionResult{false, Refusal::unavailable, msg}});
   }
   deferred_admits.erase(std::remove_if(deferred_admits.begin(), deferred_admits.end(), expired),
@@ -335,7 +349,7 @@ void SchedulerCore::Impl::admit_or_defer(std::optional<std::uint64_t> token, con
   auto it = svcs.find(id);
   if (it == svcs.end()) return;
   if (auto err = admit_service(id, it->second, it->second.preset->priority, now)) {
-    spdlog::warn("{}", *err);
+    note(Log::warn, event("service.error", id, *err, {{"during", to_string(action)}}));
     it->second.last_error = *err;
     out.changed = true;
   }
@@ -461,7 +475,7 @@ void SchedulerCore::Impl::on_process_exit(const std::string& id, const backends:
     return;
   }
   if (s.state == SvcState::ready || s.state == SvcState::sleeping) {
-    spdlog::warn("{}", msg);
+    note(Log::warn, event("service.failed", id, msg, {{"during", policy::to_string(s.state)}}));
     s.last_error = msg;
     set_state(id, s, SvcState::failed, now);
     // Clean up what may be left of its process group; memory comes back via the release wait.

@@ -38,6 +38,23 @@ void SchedulerCore::Impl::remember(const std::string& rid, const std::string& mo
   recent.push_back(std::move(info));
   while (recent.size() > kRecentOutcomes) recent.pop_front();
   out.changed = true;
+  nlohmann::json detail = {
+      {"model", model}, {"status", to_string(o.status)}, {"priority", priority}, {"waited_s", o.waited_seconds}};
+  if (o.status != RequestStatus::ready) detail["refusal"] = to_string(o.refusal);
+  SchedEvent e = event(o.status == RequestStatus::ready ? "request.ready" : "request.refused", service,
+                       "request " + rid + " for " + model + ": " + to_string(o.status) + ": " + o.message,
+                       std::move(detail));
+  e.request_id = rid;
+  e.gpu = o.gpu;
+  note(Log::debug, std::move(e));
+}
+
+void SchedulerCore::Impl::note_admitted(const std::string& rid, const RequestRec& r, const char* how) {
+  SchedEvent e = event("request.admitted", r.service,
+                       "request " + rid + " for " + r.spec.model + " waits for " + r.service + " (" + how + ")",
+                       {{"model", r.spec.model}, {"priority", r.priority}, {"how", how}});
+  e.request_id = rid;
+  note(Log::debug, std::move(e));
 }
 
 void SchedulerCore::Impl::fail_request(const std::string& rid, RequestStatus st, Refusal why,
@@ -149,6 +166,7 @@ void SchedulerCore::Impl::submit(RequestSpec spec, TimePoint now) {
   // A load under way: join it.
   if (bringing_up(s.phase) && (s.state == SvcState::starting || s.state == SvcState::waking)) {
     rec.status = RequestStatus::admitted;
+    note_admitted(rid, rec, "joined the load under way");
     requests.emplace(rid, std::move(rec));
     s.waiters.push_back(rid);
     out.changed = true;
@@ -167,6 +185,23 @@ void SchedulerCore::Impl::submit(RequestSpec spec, TimePoint now) {
     case AdmissionQueue::PushResult::queued:
       break;
   }
+  {
+    std::size_t position = 0;
+    for (const QueuedRequest* queued : queue.ordered(now)) {
+      ++position;
+      if (queued->id == rid) break;
+    }
+    SchedEvent e = event("request.queued", id,
+                         "request " + rid + " for " + rec.spec.model + " queued at position " +
+                             std::to_string(position) + " of " + std::to_string(queue.size()) + " (" + id +
+                             " is " + policy::to_string(s.state) + ")",
+                         {{"model", rec.spec.model},
+                          {"priority", rec.priority},
+                          {"position", position},
+                          {"queue_length", queue.size()}});
+    e.request_id = rid;
+    note(Log::debug, std::move(e));
+  }
   requests.emplace(rid, std::move(rec));
   out.changed = true;
   update_queue_metrics(now);
@@ -183,6 +218,7 @@ void SchedulerCore::Impl::absorb_queued(const std::string& id, Svc& s, TimePoint
       serve(q.id, id, s, now);
     } else {
       it->second.status = RequestStatus::admitted;
+      note_admitted(q.id, it->second, "its service is being brought up");
       s.waiters.push_back(q.id);
     }
   }
@@ -282,7 +318,12 @@ bool SchedulerCore::Impl::execute(const std::string& target, const policy::Plan&
         Svc& v = svcs.at(vid);
         const bool sleep = a.kind == policy::ActionKind::sleep;
         if (metrics != nullptr) metrics->inc_eviction(vid, sleep ? "sleep" : "stop");
-        spdlog::info("evicting {} ({}) on GPU {} for {}", vid, sleep ? "sleep" : "stop", v.gpu, target);
+        SchedEvent e = event("service.evicting", vid,
+                             "evicting " + vid + " (" + (sleep ? "sleep" : "stop") + ") on GPU " +
+                                 std::to_string(v.gpu) + " for " + target + ": " + plan.reason,
+                             {{"how", sleep ? "sleep" : "stop"}, {"for", target}, {"reason", plan.reason}});
+        e.gpu = v.gpu;
+        note(Log::info, std::move(e));
         if (sleep) {
           begin_sleep(vid, v, now);
         } else {
@@ -307,11 +348,22 @@ bool SchedulerCore::Impl::execute(const std::string& target, const policy::Plan&
   t.awaiting = std::move(evicted);
   t.had_evictions = !t.awaiting.empty();
   t.vram_wait_since.reset();
+  t.wait_noted = false;
   t.bringup_started = now;
   t.phase = Phase::vram_wait;
   t.last_error.clear();
   set_state(target, t, t.wake_path ? SvcState::waking : SvcState::starting, now);
-  spdlog::info("admitting {}: {}", target, plan.reason);
+  {
+    nlohmann::json victims = nlohmann::json::array();
+    for (const auto& v : t.awaiting) victims.push_back(v);
+    SchedEvent e = event("service.admitted", target, "admitting " + target + ": " + plan.reason,
+                         {{"reason", plan.reason},
+                          {"wake", t.wake_path},
+                          {"evicting", std::move(victims)},
+                          {"needed_bytes", t.wait_bytes}});
+    e.gpu = t.gpu;
+    note(Log::info, std::move(e));
+  }
   advance(now);
   return true;
 }
@@ -379,6 +431,7 @@ void SchedulerCore::Impl::abort_bringup(const std::string& id, Svc& s, const std
   s.phase = Phase::idle;
   s.awaiting.clear();
   s.vram_wait_since.reset();
+  s.wait_noted = false;
   s.last_error = msg;
   if (s.wake_path) {
     set_state(id, s, SvcState::sleeping, now);
@@ -391,7 +444,11 @@ void SchedulerCore::Impl::abort_bringup(const std::string& id, Svc& s, const std
 }
 
 void SchedulerCore::Impl::fail_bringup(const std::string& id, Svc& s, const std::string& msg, TimePoint now) {
-  spdlog::warn("{}", msg);
+  {
+    SchedEvent e = event("service.failed", id, msg, {{"during", policy::to_string(s.state)}});
+    e.gpu = s.gpu;
+    note(Log::warn, std::move(e));
+  }
   mark_gpu_changed(s.gpu, now);
   s.last_error = msg;
   if (s.state == SvcState::starting && metrics != nullptr) metrics->inc_service_start_failure(id);
@@ -428,6 +485,18 @@ void SchedulerCore::Impl::advance(TimePoint now) {
     const bool fresh =
         s.had_evictions ? sample_taken && *sample_taken >= *s.vram_wait_since : sample_fresh(s.gpu);
     if (!fresh) poll_now = true;
+    if (fresh && g != gpus.end() && !s.wait_noted && g->second.free_bytes < s.wait_bytes) {
+      s.wait_noted = true;
+      SchedEvent e = event("service.vram_wait", id,
+                           id + " waits for " + policy::format_bytes(s.wait_bytes) + " free on GPU " +
+                               std::to_string(s.gpu) + "; the probe shows " +
+                               policy::format_bytes(g->second.free_bytes) + " free, held by " + holders_on(s.gpu),
+                           {{"needed_bytes", s.wait_bytes},
+                            {"free_bytes", g->second.free_bytes},
+                            {"evicting", s.had_evictions}});
+      e.gpu = s.gpu;
+      note(Log::info, std::move(e));
+    }
     if (fresh && g != gpus.end() && g->second.free_bytes >= s.wait_bytes) {
       if (s.had_evictions && metrics != nullptr) {
         metrics->observe_vram_release_wait(s.gpu, secs(now - *s.vram_wait_since));
@@ -441,13 +510,20 @@ void SchedulerCore::Impl::advance(TimePoint now) {
 }
 
 void SchedulerCore::Impl::launch(const std::string& id, Svc& s, const backends::GpuSample& g, TimePoint now) {
+  const double waited = s.vram_wait_since ? secs(now - *s.vram_wait_since) : 0.0;
   s.vram_wait_since.reset();
+  s.wait_noted = false;
+  SchedEvent started = event(s.wake_path ? "service.waking" : "service.starting", id,
+                             std::string(s.wake_path ? "waking " : "starting ") + id + " on GPU " +
+                                 std::to_string(s.gpu) + " (" + policy::format_bytes(g.free_bytes) + " free)",
+                             {{"free_bytes", g.free_bytes}, {"vram_wait_s", waited}});
+  started.gpu = s.gpu;
   s.deadline = now + s.preset->startup_timeout;
   s.bringup_started = now;  // start/wake durations count from here
   if (s.wake_path) {
     s.phase = Phase::waking_op;
     out.effects.push_back(effect(Effect::Kind::wake, id, s));
-    spdlog::info("waking {} on GPU {}", id, s.gpu);
+    note(Log::info, std::move(started));
     return;
   }
   s.phase = Phase::launching;
@@ -456,7 +532,7 @@ void SchedulerCore::Impl::launch(const std::string& id, Svc& s, const backends::
   e.gpu_free_bytes = g.free_bytes;
   e.gpu_total_bytes = g.total_bytes;
   out.effects.push_back(std::move(e));
-  spdlog::info("starting {} on GPU {}", id, s.gpu);
+  note(Log::info, std::move(started));
 }
 
 void SchedulerCore::Impl::prune_pid_owner() {
@@ -488,7 +564,14 @@ void SchedulerCore::Impl::release_timeout(const std::string& id, Svc& s, TimePoi
                           fmt_secs(policy().vram_release_timeout) + " for " + id + ": needed " +
                           policy::format_bytes(s.wait_bytes) + " free, the probe shows " +
                           policy::format_bytes(free) + " free; still held by " + holders;
-  spdlog::warn("{}", msg);
+  {
+    SchedEvent e = event("service.vram_timeout", id, msg,
+                         {{"needed_bytes", s.wait_bytes},
+                          {"free_bytes", free},
+                          {"timeout_s", secs(policy().vram_release_timeout)}});
+    e.gpu = s.gpu;
+    note(Log::warn, std::move(e));
+  }
   if (metrics != nullptr) metrics->inc_vram_release_timeout(s.gpu);
   const int retry = static_cast<int>(std::max<std::int64_t>(
       1, std::chrono::duration_cast<std::chrono::seconds>(policy().vram_release_timeout).count() / 4));

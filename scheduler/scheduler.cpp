@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "backends/service_log.hpp"
 #include "scheduler/core.hpp"
 #include "scheduler/effects.hpp"
 #include "scheduler/fast_path.hpp"
@@ -162,6 +163,7 @@ using AnswerPtr = std::shared_ptr<Answer<T>>;
 }  // namespace
 
 constexpr auto kHeartbeatPeriod = std::chrono::milliseconds(500);
+constexpr int kLogTailLines = 20;  // of a failed service's log, in its service.log_tail event
 
 struct Scheduler::Impl {
   using Task = std::function<void(TimePoint)>;
@@ -200,6 +202,7 @@ struct Scheduler::Impl {
 
   // --- shared with callers' threads: the published state, lease gates, answers to record ---
   FastPath fast;
+  EventLog events;  // appended by the loop thread (and workers), read by any (event_log.hpp)
 
   Impl(config::Config c, Deps d)
       : deps(std::move(d)),
@@ -299,6 +302,8 @@ struct Scheduler::Impl {
   void dispatch(TimePoint t) {
     CoreOutput out = core.take_output();
     if (out.changed) publish(t);
+    post_log_tails(out.events);
+    events.append(std::move(out.events));
     for (auto& e : out.effects) {
       switch (e.kind) {
         case Effect::Kind::persist:
@@ -324,6 +329,34 @@ struct Scheduler::Impl {
       }
     }
     answer(out);
+  }
+
+  // A failure's event says why; the last lines of the service's own log usually say more. They
+  // are read on a worker (a file read has no place on this thread) and follow as an event of
+  // their own. Failures whose message carries the lines already (a process that exited) are
+  // left as they are.
+  void post_log_tails(const std::vector<SchedEvent>& evs) {
+    if (deps.log_dir.empty() || !pool) return;
+    for (const auto& e : evs) {
+      if (e.kind != "service.failed" || e.message.find("last log lines") != std::string::npos) continue;
+      pool->post([this, id = e.service] {
+        const std::string tail = backends::tail_lines(backends::service_log_path(deps.log_dir, id), kLogTailLines);
+        if (tail.empty()) return;
+        nlohmann::json lines = nlohmann::json::array();
+        std::size_t begin = 0;
+        while (begin <= tail.size()) {
+          const std::size_t nl = std::min(tail.find('\n', begin), tail.size());
+          lines.push_back(tail.substr(begin, nl - begin));
+          begin = nl + 1;
+        }
+        SchedEvent tail_event;
+        tail_event.kind = "service.log_tail";
+        tail_event.service = id;
+        tail_event.message = "the last lines of " + id + "'s log:\n" + tail;
+        tail_event.detail = {{"lines", std::move(lines)}};
+        events.append({std::move(tail_event)});
+      });
+    }
   }
 
   // Hands the core's finished requests and commands to the callers waiting on them.
@@ -412,6 +445,7 @@ struct Scheduler::Impl {
     const TimePoint t = now();
     for (auto& posted : rest) posted.task(t);
     CoreOutput out = core.take_output();
+    events.append(std::move(out.events));
     answer(out);
     // Nobody waits forever: answer what is still pending.
     for (auto& [id, a] : std::exchange(request_promises, {})) a->set(not_running(id));
@@ -493,6 +527,10 @@ std::optional<RequestInfo> Scheduler::request_info(const std::string& request_id
     }
   }
   return std::nullopt;
+}
+
+EventLog& Scheduler::events() {
+  return impl_->events;
 }
 
 std::future<Result<void>> Scheduler::cancel(const std::string& request_id, Notify on_done) {

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "config/config.hpp"
 #include "exporter/metrics.hpp"
 #include "policy/planner.hpp"
+#include "scheduler/event_log.hpp"
 
 namespace gpumod::scheduler {
 
@@ -52,6 +54,10 @@ struct Deps {
   // GPUMOD_FAULT_STALL): called on the scheduler thread before each step of the loop, with the
   // step's name ("mode switch", "tick", ...). Null in normal use.
   std::function<void(const char* step)> before_step;
+  // Where the services' logs are (backends/service_log.hpp). A failure's event is followed by a
+  // service.log_tail event with the last lines of the service's log, read on a worker. Empty:
+  // no tails.
+  std::filesystem::path log_dir;
 };
 
 // Whether the scheduler thread still turns, for /healthz and the systemd watchdog. The loop
@@ -240,6 +246,8 @@ class Scheduler {
   // Any thread; a few atomic loads.
   [[nodiscard]] LoopHealth loop_health() const;
   [[nodiscard]] std::shared_ptr<const config::Config> config() const;
+  // Any thread: what the scheduler decided and why, for GET /events (event_log.hpp).
+  [[nodiscard]] EventLog& events();
 
  private:
   struct Impl;

@@ -2,6 +2,7 @@
 // since handlers run on the server's worker threads while the test thread inspects it.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -275,6 +276,15 @@ class FakeControl final : public Control {
   [[nodiscard]] std::string render_metrics() const override {
     return "gpumod_build_info{version=\"test\"} 1\n";
   }
+  // The real event log, small: tests append to it as the scheduler would.
+  [[nodiscard]] scheduler::EventLog& events() override { return events_; }
+  // The log directory handlers read service logs from (GET /services/{id}/logs).
+  void set_log_dir(const std::filesystem::path& dir) {
+    auto cfg = std::make_shared<config::Config>(*config());
+    cfg->daemon.log_dir = dir;
+    std::lock_guard lock(mutex_);
+    config_ = std::move(cfg);
+  }
   void count_proxied_request(const std::string& service, const std::string& endpoint,
                              int status_code) override {
     std::lock_guard lock(mutex_);
@@ -283,6 +293,7 @@ class FakeControl final : public Control {
 
  private:
   mutable std::mutex mutex_;
+  scheduler::EventLog events_{64};
   std::shared_ptr<const config::Config> config_;
   std::shared_ptr<const scheduler::Snapshot> snapshot_;
   std::map<std::string, scheduler::RequestInfo> infos_;

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/run_state.hpp"
+#include "backends/service_log.hpp"
 #include "backends/runner.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -498,9 +499,9 @@ TEST(RunState, OwnStartTimeMatchesProc) {
 TEST(RunState, TailKeepsTheLastLines) {
   TempDir dir;
   std::ofstream(dir / "log") << "a\nb\nc\nd\n";
-  EXPECT_EQ(run_state::tail_lines(dir / "log", 2), "c\nd");
-  EXPECT_EQ(run_state::tail_lines(dir / "log", 10), "a\nb\nc\nd");
-  EXPECT_EQ(run_state::tail_lines(dir / "missing", 3), "");
+  EXPECT_EQ(backends::tail_lines(dir / "log", 2), "c\nd");
+  EXPECT_EQ(backends::tail_lines(dir / "log", 10), "a\nb\nc\nd");
+  EXPECT_EQ(backends::tail_lines(dir / "missing", 3), "");
 }
 
 TEST(HashArgv, StableAndSensitiveToArgvAndEnv) {
