@@ -13,12 +13,14 @@
 
 #include "app/cli.hpp"
 #include "tests/api/test_server.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace gpumod::app {
 namespace {
 
 using api::ServerOptions;
 using api::testing::TestServer;
+using gpumod::testing::TempDir;
 
 struct CliRun {
   int code = -1;
@@ -195,6 +197,44 @@ TEST_F(Cli, ServiceCommands) {
   auto busy = cli({"--url", server.url(), "service", "stop", "qwen3-coder"});
   EXPECT_EQ(busy.code, 1);
   EXPECT_TRUE(has(busy.err, "qwen3-coder is busy (HTTP 409)")) << busy.err;
+}
+
+TEST_F(Cli, ServiceLogsPrintsTheTailAndRefusalsSayWhy) {
+  TestServer server;
+  TempDir dir;
+  server.control().set_log_dir(dir.path());
+  std::ofstream(dir.path() / "qwen3-coder.log") << "a\nb\nc\n";
+  auto logs = cli({"--url", server.url(), "service", "logs", "qwen3-coder", "--tail", "2"});
+  EXPECT_EQ(logs.code, 0) << logs.err;
+  EXPECT_EQ(logs.out, "b\nc\n");
+  auto none = cli({"--url", server.url(), "service", "logs", "vllm-embedding"});
+  EXPECT_EQ(none.code, 1);
+  EXPECT_TRUE(has(none.err, "no log for vllm-embedding yet")) << none.err;
+  auto bad = cli({"--url", server.url(), "service", "logs", "qwen3-coder", "--tail", "x"});
+  EXPECT_EQ(bad.code, 2);
+}
+
+TEST_F(Cli, EventsPrintsEachDecisionAsALineOrAsJson) {
+  TestServer server;
+  scheduler::SchedEvent e;
+  e.kind = "service.evicting";
+  e.service = "qwen3-coder";
+  e.message = "evicting qwen3-coder (sleep) on GPU 0 for vllm-embedding";
+  scheduler::SchedEvent r = e;
+  r.kind = "service.ready";
+  r.service = "vllm-embedding";
+  r.message = "vllm-embedding is ready on GPU 0 after 1.50 s";
+  server.control().events().append({e, r});
+  auto lines = cli({"--url", server.url(), "events", "--tail", "2", "--count", "2"});
+  ASSERT_EQ(lines.code, 0) << lines.err;
+  EXPECT_TRUE(has(lines.out, "  service.evicting  evicting qwen3-coder (sleep) on GPU 0 for vllm-embedding\n"))
+      << lines.out;
+  EXPECT_TRUE(has(lines.out, "  service.ready  vllm-embedding is ready")) << lines.out;
+  auto js = cli({"--url", server.url(), "events", "--tail", "1", "--count", "1", "--json"});
+  ASSERT_EQ(js.code, 0) << js.err;
+  const auto j = nlohmann::json::parse(js.out);
+  EXPECT_EQ(j.at("kind"), "service.ready");
+  EXPECT_EQ(j.at("seq"), 2);
 }
 
 TEST_F(Cli, ModeCommands) {

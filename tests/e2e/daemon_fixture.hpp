@@ -46,6 +46,7 @@ struct EnginePreset {
   std::vector<std::string> extra_engine_args;
   std::vector<std::string> aliases;
   std::string model;  // model name the engine serves (default: id)
+  int startup_timeout_s = 30;
 };
 
 // The usual preset: the driver follows the protocol (router and llamacpp → llamacpp).

@@ -136,14 +136,6 @@ TEST(CoreGate, StopAndSleepAre409WhileAGateLeaseIsHeld) {
   EXPECT_EQ(rig.state("coder"), SvcState::stopped);
 }
 
-config::Mode mode(const std::string& id, std::vector<std::string> services) {
-  config::Mode m;
-  m.id = id;
-  m.name = id;
-  m.services = std::move(services);
-  return m;
-}
-
 TEST(CoreGate, ModeSwitchWaitsForAGateLease) {
   Rig rig(make_config({preset("coder", 20000, 7070), preset("nemo", 20000, 7071)},
                       {mode("code", {"coder"}), mode("nemo", {"nemo"})}),

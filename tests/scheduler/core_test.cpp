@@ -478,14 +478,6 @@ TEST(Core, ServicesSharingAPortAreNeverUpTogether) {
   EXPECT_EQ(rig.state("nemo"), SvcState::ready);
 }
 
-config::Mode mode(const std::string& id, std::vector<std::string> services) {
-  config::Mode m;
-  m.id = id;
-  m.name = id;
-  m.services = std::move(services);
-  return m;
-}
-
 config::Config modes_config() {
   return make_config({preset("embed-code", 2500, 8210), sleepy(preset("qwen3-coder", 20000, 7070), 400),
                       preset("embed", 5000, 8200), preset("nemotron", 20000, 7070)},

@@ -40,6 +40,14 @@ inline config::Preset sleepy(config::Preset p, std::int64_t residual_mb) {
   return p;
 }
 
+inline config::Mode mode(const std::string& id, std::vector<std::string> services) {
+  config::Mode m;
+  m.id = id;
+  m.name = id;
+  m.services = std::move(services);
+  return m;
+}
+
 inline config::Config make_config(std::vector<config::Preset> presets, std::vector<config::Mode> modes = {}) {
   config::Config c;
   c.presets = std::move(presets);
@@ -86,6 +94,7 @@ class Rig {
       for (auto& a : out.actions) actions[a.token] = a.result;
       for (auto& m : out.modes) modes[m.token] = m.result;
       for (auto& r : out.reloads) reloads[r.token] = r.result;
+      for (auto& e : out.events) events.push_back(std::move(e));
       if (out.effects.empty()) return;
       for (const auto& e : out.effects) {
         effects_seen.push_back(e.kind);
@@ -190,6 +199,7 @@ class Rig {
   std::map<std::uint64_t, ActionResult> actions;
   std::map<std::uint64_t, ModeResult> modes;
   std::map<std::uint64_t, ReloadResult> reloads;
+  std::vector<SchedEvent> events;  // every event the core reported, in order
   std::vector<Effect::Kind> effects_seen;
   std::string persisted;
   bool hold_ops = false;  // keep operations instead of running them (to look at them)

@@ -83,6 +83,33 @@ class Raw {
     buf_.erase(0, n);
     return out;
   }
+  // The status line and header fields of an answer whose body is read on by next_chunk()
+  // (a stream); nullopt when the connection ended first.
+  std::optional<Reply> head() {
+    Reply r;
+    auto status_line = line();
+    if (!status_line) return std::nullopt;
+    r.status = std::stoi(status_line->substr(9, 3));
+    for (;;) {
+      auto l = line();
+      if (!l) return std::nullopt;
+      if (l->empty()) return r;
+      r.head += *l + "\n";
+    }
+  }
+  // The next chunk of a chunked body; "" for the last one, nullopt when the connection ended.
+  std::optional<std::string> next_chunk() {
+    auto size_line = line();
+    if (!size_line) return std::nullopt;
+    const std::size_t n = std::stoul(*size_line, nullptr, 16);
+    if (n == 0) {
+      line();
+      return std::string();
+    }
+    auto data = take(n);
+    if (!data || !line()) return std::nullopt;
+    return data;
+  }
   // One answer (skipping "100 Continue"); nullopt when the connection ended first.
   std::optional<Reply> reply() {
     for (;;) {
