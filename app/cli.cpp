@@ -3,7 +3,6 @@
 //
 // Exit codes, for scripts: 0 ok, 1 the daemon refused or the operation failed, 2 usage error,
 // 3 daemon unreachable.
-#include <httplib.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -21,6 +20,7 @@
 #include <vector>
 
 #include "app/cli.hpp"
+#include "app/daemon_client.hpp"
 #include "config/config.hpp"
 
 namespace gpumod::app {
@@ -129,117 +129,42 @@ class Table {
 };
 
 std::string percent_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 0xF]);
-    }
-  }
-  return out;
+  return DaemonClient::percent_encode(s);
 }
 
 // ---- talking to the daemon ----
 
-struct Reply {
-  int status = 0;
-  json body;         // parsed when the answer is JSON
-  std::string text;  // the raw body
-};
-
+// The client, reporting an unreachable daemon on stderr (nullopt) as every command does.
 class Daemon {
  public:
-  Daemon(std::string url, std::optional<std::string> token)
-      : url_(std::move(url)), token_(std::move(token)) {}
+  Daemon(std::string url, std::optional<std::string> token) : client_(std::move(url), std::move(token)) {}
 
-  // nullopt: unreachable (already reported on stderr).
   std::optional<Reply> call(const std::string& method, const std::string& path, const std::string& body = "",
                             std::chrono::seconds read_timeout = std::chrono::seconds(30)) const {
-    httplib::Client client(url_);
-    client.set_connection_timeout(std::chrono::seconds(5));
-    client.set_read_timeout(read_timeout);
-    if (token_) client.set_bearer_token_auth(*token_);
-    httplib::Result result = method == "GET"      ? client.Get(path)
-                             : method == "DELETE" ? client.Delete(path)
-                                                  : client.Post(path, body, "application/json");
-    if (!result) {
-      std::cerr << "gpumod: cannot reach the daemon at " << url_ << " (" << httplib::to_string(result.error())
-                << "); is `gpumod serve` running? (set --url or GPUMOD_URL)\n";
-      return std::nullopt;
-    }
-    Reply reply;
-    reply.status = result->status;
-    reply.text = result->body;
-    if (result->get_header_value("Content-Type").find("json") != std::string::npos) {
-      try {
-        reply.body = json::parse(result->body);
-      } catch (const json::parse_error&) {
-        reply.body = json();
-      }
-    }
-    return reply;
+    return reported(client_.call(method, path, body, read_timeout));
   }
-
-  // GET `path` as a stream: each piece of the body goes to `on_data` as it arrives (return
-  // false to stop). nullopt: unreachable (reported). Otherwise the status, with the body kept
-  // (and not streamed) when it is not 200, so the caller can report the daemon's error.
   std::optional<Reply> stream(const std::string& path,
                               const std::function<bool(std::string_view data)>& on_data) const {
-    httplib::Client client(url_);
-    client.set_connection_timeout(std::chrono::seconds(5));
-    // The daemon writes at least every 15 s on an event stream; a log follower may be quiet for
-    // longer, so a read does not time out.
-    client.set_read_timeout(std::chrono::hours(24 * 365));
-    if (token_) client.set_bearer_token_auth(*token_);
-    Reply reply;
-    bool stopped = false;
-    httplib::Result result = client.Get(
-        path,
-        [&](const httplib::Response& r) {
-          reply.status = r.status;
-          return true;
-        },
-        [&](const char* data, std::size_t len) {
-          if (reply.status != 200) {
-            reply.text.append(data, len);
-            return true;
-          }
-          if (!on_data(std::string_view(data, len))) stopped = true;
-          return !stopped;
-        });
-    if (!result && !stopped && reply.status == 0) {
-      std::cerr << "gpumod: cannot reach the daemon at " << url_ << " (" << httplib::to_string(result.error())
-                << "); is `gpumod serve` running? (set --url or GPUMOD_URL)\n";
-      return std::nullopt;
-    }
-    if (reply.status != 200) {
-      try {
-        reply.body = json::parse(reply.text);
-      } catch (const json::parse_error&) {
-        reply.body = json();
-      }
-    }
-    return reply;
+    return reported(client_.stream(path, on_data));
   }
-
-  [[nodiscard]] const std::string& url() const { return url_; }
+  std::optional<Reply> follow_request(const std::string& id, std::chrono::steady_clock::time_point give_up,
+                                      const std::function<void(const std::string&, double)>& on_state) const {
+    return reported(client_.follow_request(id, give_up, on_state));
+  }
+  [[nodiscard]] const std::string& url() const { return client_.url(); }
 
  private:
-  std::string url_;
-  std::optional<std::string> token_;
+  static std::optional<Reply> reported(Result<Reply> r) {
+    if (r) return std::move(*r);
+    std::cerr << "gpumod: " << r.error() << "\n";
+    return std::nullopt;
+  }
+  DaemonClient client_;
 };
 
 // Prints the daemon's error message for a refused call and returns the exit code for it.
 int report_refusal(const Reply& reply) {
-  std::string message = reply.text;
-  if (reply.body.is_object() && reply.body.contains("error") && reply.body["error"].is_object()) {
-    message = str_of(reply.body["error"], "message", reply.text);
-  }
-  std::cerr << "gpumod: " << message << " (HTTP " << reply.status << ")\n";
+  std::cerr << "gpumod: " << DaemonClient::error_message(reply) << " (HTTP " << reply.status << ")\n";
   if (reply.status == 401) std::cerr << "gpumod: set GPUMOD_TOKEN to the daemon's api_token\n";
   return kFailed;
 }
@@ -253,8 +178,8 @@ struct Args {
   std::optional<int> priority;
   std::optional<double> timeout_s;
   std::optional<double> keep_alive_s;
-  bool follow = false;                // -f
-  std::optional<std::uint64_t> tail;  // --tail N
+  bool follow = false;                 // -f
+  std::optional<std::uint64_t> tail;   // --tail N
   std::optional<std::uint64_t> count;  // --count N
 };
 
@@ -329,46 +254,35 @@ int cmd_request(const Daemon& d, const Args& a) {
               << ")\n";
     return kOk;
   }
-  // Poll until the request is decided, showing state and elapsed time.
+  // Follow the request until it is decided, showing state and elapsed time.
   const bool tty = isatty(STDOUT_FILENO) == 1;
-  const auto started = std::chrono::steady_clock::now();
   const auto give_up =
-      started +
+      std::chrono::steady_clock::now() +
       std::chrono::milliseconds(static_cast<std::int64_t>((a.timeout_s.value_or(3600.0) + 60.0) * 1000.0));
   std::string last_state;
-  for (;;) {
-    auto info = d.call("GET", "/requests/" + percent_encode(id));
-    if (!info) return kUnreachable;
-    if (info->status != 200) {
-      if (tty) std::cout << "\n";
-      return report_refusal(*info);
-    }
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    const std::string state = str_of(info->body, "status");
+  auto info = d.follow_request(id, give_up, [&](const std::string& state, double elapsed) {
     if (tty) {
       std::cout << "\r\033[K" << model << ": " << state << " (" << seconds_text(elapsed) << ")" << std::flush;
     } else if (state != last_state) {
       std::cout << model << ": " << state << " (" << seconds_text(elapsed) << ")\n" << std::flush;
     }
     last_state = state;
-    if (info->body.contains("outcome") && info->body["outcome"].is_object()) {
-      if (tty) std::cout << "\n";
-      const auto& o = info->body["outcome"];
-      if (str_of(o, "status") == "ready") {
-        print_ready(o, model);
-        return kOk;
-      }
-      std::cerr << "gpumod: " << model << ": " << str_of(o, "status") << ": " << str_of(o, "message")
-                << " (HTTP " << int_of(o, "http_status") << ")\n";
-      return kFailed;
-    }
-    if (std::chrono::steady_clock::now() > give_up) {
-      if (tty) std::cout << "\n";
-      std::cerr << "gpumod: gave up waiting for request " << id << " (still " << state << ")\n";
-      return kFailed;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  });
+  if (tty && !last_state.empty()) std::cout << "\n";
+  if (!info) return kUnreachable;
+  if (info->status != 200) return report_refusal(*info);
+  if (!info->body.contains("outcome") || !info->body["outcome"].is_object()) {
+    std::cerr << "gpumod: gave up waiting for request " << id << " (still " << last_state << ")\n";
+    return kFailed;
   }
+  const auto& o = info->body["outcome"];
+  if (str_of(o, "status") == "ready") {
+    print_ready(o, model);
+    return kOk;
+  }
+  std::cerr << "gpumod: " << model << ": " << str_of(o, "status") << ": " << str_of(o, "message") << " (HTTP "
+            << int_of(o, "http_status") << ")\n";
+  return kFailed;
 }
 
 int cmd_service(const Daemon& d, const Args& a) {
@@ -388,7 +302,8 @@ int cmd_service(const Daemon& d, const Args& a) {
     return kOk;
   }
   const bool action = sub == "start" || sub == "stop" || sub == "sleep" || sub == "wake";
-  if (!action && sub != "unit" && sub != "logs") return usage_error("unknown service subcommand '" + sub + "'");
+  if (!action && sub != "unit" && sub != "logs")
+    return usage_error("unknown service subcommand '" + sub + "'");
   if (a.positional.size() != 2) return usage_error("service " + sub + " needs exactly one service ID");
   const std::string id = percent_encode(a.positional[1]);
   if (sub == "logs") {
