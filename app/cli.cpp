@@ -21,6 +21,7 @@
 
 #include "app/cli.hpp"
 #include "app/daemon_client.hpp"
+#include "app/mcp.hpp"
 #include "config/config.hpp"
 
 namespace gpumod::app {
@@ -55,6 +56,7 @@ Commands (all but `serve` and `config check` talk to a running daemon):
   config check [PATH]                validate a config file, directory or tree (local, no daemon)
   reload                             make the daemon re-read its config
   plan MODEL [--json]                dry run: what the scheduler would do to serve MODEL
+  mcp                                an MCP server on stdin/stdout for coding agents (docs/mcp.md)
 
 Options:
   --url URL    the daemon (default $GPUMOD_URL, else http://127.0.0.1:7979)
@@ -614,6 +616,10 @@ int run_cli(const std::vector<std::string>& argv) {
   while (url.size() > 8 && url.back() == '/') url.pop_back();
 
   if (command == "config") return cmd_config_check(a);
+  if (command == "mcp") {
+    if (!a.positional.empty()) return usage_error("mcp takes no arguments");
+    return run_mcp(url, token, std::cin, std::cout);
+  }
   const Daemon daemon(url, token);
   if (command == "status")
     return a.positional.empty() ? cmd_status(daemon, a) : usage_error("status takes no arguments");

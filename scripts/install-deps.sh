@@ -13,4 +13,6 @@ packages=(
 )
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# Debian's nodejs comes without npm (NodeSource's has it built in): the test clients need it.
+command -v npm >/dev/null || apt-get install -y -qq --no-install-recommends npm >/dev/null
 echo "install-deps: ${#packages[@]} packages present"

@@ -6,6 +6,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
+# The real clients the end-to-end tests drive gpumod with (the MCP SDK, playwright-core), from
+# npm at the versions package-lock.json pins.
+(cd tests/e2e/clients && npm ci --no-audit --no-fund --loglevel=error) || exit 1
 jobs=$(nproc)
 set -e
 # The normal build is optimised (so -O warnings count) but without debug info, and the
