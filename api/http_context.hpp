@@ -57,6 +57,9 @@ std::chrono::milliseconds request_budget(const Context& ctx,
                                          std::optional<std::chrono::milliseconds> timeout);
 
 void register_proxy_routes(http::HttpServer& server, Context& ctx);
+// The web page served at /ui (api/ui_page.html, compiled in).
+const char* ui_page();
+
 // GET /events and GET /services/{id}/logs (api/streams.cpp).
 void register_stream_routes(http::HttpServer& server, Context& ctx);
 

@@ -64,6 +64,7 @@ const char* landing_page() {
 <li><a href="/v1/models">/v1/models</a>: the OpenAI-compatible model list</li>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
 <li><a href="/healthz">/healthz</a></li>
+<li><a href="/ui">/ui</a>: the web page (GPUs, services, modes, queue, events, logs)</li>
 <li><a href="/events">/events</a>: what the scheduler decides and why (Server-Sent Events)</li>
 </ul>
 <p>Ask for a model: <code>curl -X POST http://HOST:PORT/request -d '{"model":"NAME"}'</code></p>
@@ -165,6 +166,10 @@ class Handlers {
     using http::HandlerKind;
     s.route("GET", "/", HandlerKind::inline_, [](HttpRequest&, HttpResponse& res) {
       res.set_content(landing_page(), "text/html; charset=utf-8");
+    });
+    s.route("GET", "/ui", HandlerKind::inline_, [](HttpRequest&, HttpResponse& res) {
+      res.set_content(ui_page(), "text/html; charset=utf-8");
+      res.set_header("Cache-Control", "no-cache");
     });
     s.route("GET", "/healthz", HandlerKind::inline_,
             [this](HttpRequest&, HttpResponse& res) { healthz(res); });
@@ -565,7 +570,9 @@ struct ApiServer::Impl {
   bool before_route(const HttpRequest& req, HttpResponse& res) const {
     const std::string& given = req.header(kRequestIdHeader);
     res.set_header(kRequestIdHeader, acceptable_request_id(given) ? given : generate_request_id());
-    if (ctx.options.api_token && !ctx.options.api_token->empty() && req.path != "/healthz") {
+    // /ui is the page itself, which holds no data: it asks for the token and sends it with every
+    // call it makes, so a browser can open it at all (it cannot add the header to a navigation).
+    if (ctx.options.api_token && !ctx.options.api_token->empty() && req.path != "/healthz" && req.path != "/ui") {
       auto token = bearer_token(req.header("Authorization"));
       if (!token || !tokens_equal(*token, *ctx.options.api_token)) {
         res.set_header("WWW-Authenticate", "Bearer");

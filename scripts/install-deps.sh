@@ -9,7 +9,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev
   libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus systemd dbus dbus-user-session wrk procps python3 nodejs
+  prometheus systemd dbus dbus-user-session wrk procps python3 nodejs chromium
 )
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

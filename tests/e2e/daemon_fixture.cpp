@@ -43,6 +43,7 @@ void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
     << "\n  vram_release_timeout: " << cfg.vram_release_timeout << "\n  queue_max: " << cfg.queue_max
     << "\n  stop_grace: 3s\n";
   if (!cfg.stall_timeout.empty()) d << "  stall_timeout: " << cfg.stall_timeout << "\n";
+  if (!cfg.api_token.empty()) d << "api_token: " << cfg.api_token << "\n";
   write_file(dir / "gpumod.yaml", d.str());
   for (const auto& p : cfg.presets) {
     std::ostringstream y;
@@ -163,8 +164,9 @@ Response to_response(const httplib::Result& r) {
   for (const auto& [k, v] : r->headers) out.headers[k] = v;
   return out;
 }
-httplib::Client make_client(int port, std::chrono::seconds timeout) {
+httplib::Client make_client(int port, std::chrono::seconds timeout, const std::string& token) {
   httplib::Client c("127.0.0.1", port);
+  if (!token.empty()) c.set_bearer_token_auth(token);
   c.set_connection_timeout(std::chrono::seconds(2));
   c.set_read_timeout(timeout);
   c.set_write_timeout(timeout);
@@ -173,21 +175,21 @@ httplib::Client make_client(int port, std::chrono::seconds timeout) {
 }  // namespace
 
 Response Daemon::get(const std::string& path, std::chrono::seconds timeout) const {
-  auto c = make_client(port_, timeout);
+  auto c = make_client(port_, timeout, token_);
   auto r = c.Get(path);
   if (!r) note_unanswered("GET " + path, httplib::to_string(r.error()));
   return to_response(r);
 }
 
 Response Daemon::post(const std::string& path, const std::string& body, std::chrono::seconds timeout) const {
-  auto c = make_client(port_, timeout);
+  auto c = make_client(port_, timeout, token_);
   auto r = c.Post(path, body, "application/json");
   if (!r) note_unanswered("POST " + path, httplib::to_string(r.error()));
   return to_response(r);
 }
 
 Response Daemon::del(const std::string& path) const {
-  auto c = make_client(port_, std::chrono::seconds(30));
+  auto c = make_client(port_, std::chrono::seconds(30), token_);
   auto r = c.Delete(path);
   if (!r) note_unanswered("DELETE " + path, httplib::to_string(r.error()));
   return to_response(r);

@@ -60,6 +60,7 @@ struct GeneratedConfig {
   std::string vram_release_timeout = "20s";
   int queue_max = 1024;
   std::string stall_timeout;  // policy.stall_timeout when not empty
+  std::string api_token;      // api_token when not empty (give it to Daemon::use_token too)
   std::vector<EnginePreset> presets;
   std::map<std::string, std::vector<std::string>> modes;
 };
@@ -101,6 +102,8 @@ class Daemon {
                 std::chrono::seconds timeout = std::chrono::seconds(60)) const;
   Response del(const std::string& path) const;
 
+  // Every call from here on (the destructor's included) sends this bearer token.
+  void use_token(std::string token) { token_ = std::move(token); }
   // Stops every non-stopped service through the API and waits until /status shows them stopped.
   void stop_all_services();
   // SIGKILL the daemon (services keep running, for adoption tests).
@@ -112,6 +115,7 @@ class Daemon {
   bool wait_healthy(std::chrono::seconds limit);
   fs::path state_dir_;
   fs::path log_path_;
+  std::string token_;
   int port_ = 0;
   void note_unanswered(const std::string& what, const std::string& error) const;
   pid_t pid_ = -1;
