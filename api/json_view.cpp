@@ -134,6 +134,7 @@ json to_json(const scheduler::Snapshot& snap) {
   return json{{"mode", snap.current_mode},
               {"probe", {{"up", snap.probe_up}, {"kind", snap.probe_kind}}},
               {"config_source", snap.config_source},
+              {"reload_error", snap.reload_error.empty() ? json(nullptr) : json(snap.reload_error)},
               {"version", snap.version},
               {"gpus", gpus},
               {"services", services},

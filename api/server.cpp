@@ -572,7 +572,8 @@ struct ApiServer::Impl {
     res.set_header(kRequestIdHeader, acceptable_request_id(given) ? given : generate_request_id());
     // /ui is the page itself, which holds no data: it asks for the token and sends it with every
     // call it makes, so a browser can open it at all (it cannot add the header to a navigation).
-    if (ctx.options.api_token && !ctx.options.api_token->empty() && req.path != "/healthz" && req.path != "/ui") {
+    if (ctx.options.api_token && !ctx.options.api_token->empty() && req.path != "/healthz" &&
+        req.path != "/ui") {
       auto token = bearer_token(req.header("Authorization"));
       if (!token || !tokens_equal(*token, *ctx.options.api_token)) {
         res.set_header("WWW-Authenticate", "Bearer");

@@ -226,10 +226,9 @@ class LogFollower : public std::enable_shared_from_this<LogFollower> {
     });
     // The directory is watched, not the file: the file may not exist yet, or be replaced.
     inotify_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (inotify_ >= 0 &&
-        ::inotify_add_watch(inotify_, path_.parent_path().c_str(),
-                            IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CLOSE_WRITE) >=
-            0) {
+    if (inotify_ >= 0 && ::inotify_add_watch(inotify_, path_.parent_path().c_str(),
+                                             IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+                                                 IN_CLOSE_WRITE) >= 0) {
       watch_ = client->reactor().watch(inotify_, EPOLLIN, [weak = weak_from_this()](std::uint32_t) {
         if (auto self = weak.lock()) self->on_inotify();
       });
@@ -250,7 +249,8 @@ class LogFollower : public std::enable_shared_from_this<LogFollower> {
     timer_ = client_->reactor().call_at(std::chrono::steady_clock::now() + kLogCheckInterval,
                                         [self = shared_from_this()] {
                                           self->timer_ = 0;
-                                          if (!self->client_ || !self->client_->open()) return self->close_all();
+                                          if (!self->client_ || !self->client_->open())
+                                            return self->close_all();
                                           self->check();
                                           self->arm_timer();
                                         });
@@ -337,7 +337,8 @@ void get_service_logs(Context& ctx, const std::string& id, HttpRequest& req, Htt
   // sent twice or lost between them.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0 && !*follow) {
-    send_error(res, 404, "no log for " + id + " yet (" + path.string() + " does not exist: it has not been started)");
+    send_error(res, 404,
+               "no log for " + id + " yet (" + path.string() + " does not exist: it has not been started)");
     return;
   }
   std::string tail_text;

@@ -30,6 +30,7 @@
 
 #include "api/server.hpp"
 #include "app/buffered_log_sink.hpp"
+#include "app/config_watch.hpp"
 #include "backends/command.hpp"
 #include "backends/driver.hpp"
 #include "backends/gpu_probe.hpp"
@@ -56,12 +57,13 @@ struct ServeOptions {
   bool stop_services_on_exit = false;
   bool log_each_line = false;
   std::optional<fs::path> port_file;
+  bool watch = false;  // --watch: as `watch: true` in the daemon file
 };
 
 void print_serve_usage(std::ostream& out) {
   out << "usage: gpumod serve [--config PATH] [--listen HOST:PORT] [--state-dir DIR]\n"
          "                    [--log-level trace|debug|info|warn|error] [--stop-services-on-exit]\n"
-         "                    [--log-each-line] [--port-file PATH]\n"
+         "                    [--log-each-line] [--port-file PATH] [--watch]\n"
          "  --config PATH   a daemon file, or a directory with presets/, modes/ and optionally gpumod.yaml;\n"
          "                  without it gpumod runs its embedded demo (simulated GPU + test engines)\n"
          "  --stop-services-on-exit  stop every service on SIGTERM/SIGINT instead of leaving them for\n"
@@ -69,7 +71,8 @@ void print_serve_usage(std::ostream& out) {
          "  --log-each-line write each log line to a file or pipe as it is made (the default there\n"
          "                  batches lines every 100 ms; warnings and errors always go at once)\n"
          "  --port-file PATH once listening, write the port to PATH (with --listen HOST:0, the port the\n"
-         "                  kernel picked; for scripts and tests)\n";
+         "                  kernel picked; for scripts and tests)\n"
+         "  --watch         reload when a config file changes, as `watch: true` in the daemon file does\n";
 }
 
 // Returns nullopt and prints the problem on bad arguments.
@@ -104,6 +107,8 @@ std::optional<ServeOptions> parse_args(const std::vector<std::string>& args) {
       opts.stop_services_on_exit = true;
     } else if (a == "--log-each-line") {
       opts.log_each_line = true;
+    } else if (a == "--watch") {
+      opts.watch = true;
     } else if (a == "--port-file") {
       auto v = value("--port-file");
       if (!v) return std::nullopt;
@@ -298,6 +303,14 @@ scheduler::Deps make_deps(const ServeOptions& opts, const Dirs& dirs, Backends& 
   return deps;
 }
 
+// A reload asked for by SIGHUP or by `watch`. The scheduler logs what it did and reports it as an
+// event, in /status and in the reload metric; a failed one keeps the running config.
+void reload_and_report(scheduler::Scheduler& sched) {
+  sd_notify(0, "RELOADING=1");
+  sched.reload().get();
+  sd_notify(0, "READY=1");
+}
+
 // The signal waiter's loop (its own thread; the signals are blocked in every other one): HUP
 // reloads the config, TERM/INT stop the server (so run() returns) and end the loop.
 void wait_for_signals(const sigset_t& signals, scheduler::Scheduler& sched, api::ApiServer& server,
@@ -307,14 +320,7 @@ void wait_for_signals(const sigset_t& signals, scheduler::Scheduler& sched, api:
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
       spdlog::info("SIGHUP: reloading configuration");
-      sd_notify(0, "RELOADING=1");
-      auto result = sched.reload().get();
-      if (result.ok) {
-        spdlog::info("reload: {}", result.message);
-      } else {
-        spdlog::error("reload failed, keeping the running configuration: {}", result.message);
-      }
-      sd_notify(0, "READY=1");
+      reload_and_report(sched);
       continue;
     }
     if (sig == SIGTERM || sig == SIGINT) {
@@ -450,6 +456,18 @@ int run_serve(const std::vector<std::string>& args) {
 
   std::atomic<bool> signal_seen{false};
   std::thread signal_thread([&] { wait_for_signals(signals, sched, server, signal_seen); });
+  std::optional<ConfigWatcher> watcher;
+  if (opts.watch || daemon.watch) {
+    auto running = sched.config();
+    if (running->watched_dirs.empty()) {
+      spdlog::warn("watch: the embedded default has no files to watch");
+    } else {
+      watcher.emplace(running->watched_dirs, [&sched] {
+        reload_and_report(sched);
+        return sched.config()->watched_dirs;
+      });
+    }
+  }
   {
     Watchdog watchdog(sched);
     auto snap = sched.snapshot();
@@ -465,6 +483,7 @@ int run_serve(const std::vector<std::string>& args) {
   // shutdown signal (blocked in every thread, so only that sigwait receives it).
   if (!signal_seen) ::kill(::getpid(), SIGTERM);
   signal_thread.join();
+  watcher.reset();
   if (opts.stop_services_on_exit) stop_every_service(sched);
   sched.stop();
   spdlog::info("gpumod stopped");

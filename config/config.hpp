@@ -129,6 +129,7 @@ struct DaemonSettings {
   std::vector<int> gpus;                         // GPU indexes gpumod may use; empty => all
   std::optional<std::string> api_token;          // bearer token; required for non-loopback bind
   std::string systemd_bus = "user";              // "user" or "system"
+  bool watch = false;                            // reload when a config file changes (serve --watch)
   PolicySettings policy;
   SourceLoc loc;
 };
@@ -151,6 +152,14 @@ struct Config {
   std::vector<Mode> modes;
   std::vector<Diagnostic> warnings;
   std::string source;  // what was loaded ("embedded default" or a path)
+  // The folders the config was read from, what `watch` watches: the daemon file's folder or the
+  // config directory (that folder only), and the folders of presets and modes (with their
+  // subfolders). Empty for the embedded default.
+  struct WatchedDir {
+    std::filesystem::path path;
+    bool recursive = false;
+  };
+  std::vector<WatchedDir> watched_dirs;
 
   [[nodiscard]] const Preset* find_preset(const std::string& id) const;
   [[nodiscard]] const Mode* find_mode(const std::string& id) const;

@@ -12,9 +12,9 @@ namespace {
 namespace fs = std::filesystem;
 constexpr std::int64_t kMaxInt = std::numeric_limits<std::int64_t>::max();
 
-const std::vector<std::string> kDaemonKeys = {"listen",         "state_dir",   "log_dir", "api_token",
-                                              "api_token_file", "systemd_bus", "gpus",    "policy",
-                                              "presets_dir",    "modes_dir",   "presets", "modes"};
+const std::vector<std::string> kDaemonKeys = {
+    "listen", "state_dir",   "log_dir",   "api_token", "api_token_file", "systemd_bus", "gpus",
+    "policy", "presets_dir", "modes_dir", "presets",   "modes",          "watch"};
 const std::vector<std::string> kGpuKeys = {"probe", "use", "sim", "sim_release_lag"};
 const std::vector<std::string> kSimKeys = {"name", "memory_mb"};
 const std::vector<std::string> kPolicyKeys = {
@@ -182,6 +182,8 @@ void parse_daemon(const ReadContext& c, const YAML::Node& root, DaemonFile& out)
                    }
                    d.listen_host = hp.value().host;
                    d.listen_port = hp.value().port;
+                 } else if (key == "watch") {
+                   if (auto b = read_bool(c, v, line, key)) d.watch = *b;
                  } else if (key == "state_dir") {
                    if (auto p = read_path(c, v, line, key)) {
                      d.state_dir = *p;

@@ -273,11 +273,16 @@ LoadResult assemble(const Sources& src, const LoadOptions& opts) {
   const Take take_mode = [&](const ReadContext& fc, const YAML::Node& root) {
     if (auto m = detail::parse_mode(fc, root)) modes.push_back(ModeEntry{std::move(*m), ""});
   };
+  std::vector<Config::WatchedDir> watched;
+  if (!src.base_dir.empty() && src.default_dirs) watched.push_back({src.base_dir, false});
   if (auto dir = entry_dir(df.presets_dir, df.presets_dir_line, "presets_dir", "presets")) {
     load_entries(*dir, df.presets_dir_line, "presets_dir", take_preset);
+    watched.push_back({*dir, true});
   }
-  if (auto dir = entry_dir(df.modes_dir, df.modes_dir_line, "modes_dir", "modes"))
+  if (auto dir = entry_dir(df.modes_dir, df.modes_dir_line, "modes_dir", "modes")) {
     load_entries(*dir, df.modes_dir_line, "modes_dir", take_mode);
+    watched.push_back({*dir, true});
+  }
   for (const auto& [name, text] : src.preset_texts) load_entry(name, text, src.base_dir, take_preset);
   for (const auto& [name, text] : src.mode_texts) load_entry(name, text, src.base_dir, take_mode);
 
@@ -336,6 +341,7 @@ LoadResult assemble(const Sources& src, const LoadOptions& opts) {
     if (x.severity == Diagnostic::Severity::warning) cfg.warnings.push_back(x);
   }
   cfg.source = src.source;
+  cfg.watched_dirs = std::move(watched);
   result.config = std::move(cfg);
   return result;
 }

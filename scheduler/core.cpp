@@ -90,9 +90,9 @@ SchedEvent SchedulerCore::Impl::event(const char* kind, const std::string& servi
 void SchedulerCore::Impl::set_state(const std::string& id, Svc& s, SvcState st, TimePoint now) {
   if (s.state == st) return;
   if (st != SvcState::ready) close_gate(s);
-  SchedEvent e = event("service.state", id,
-                       id + ": " + policy::to_string(s.state) + " -> " + policy::to_string(st),
-                       {{"from", policy::to_string(s.state)}, {"to", policy::to_string(st)}});
+  SchedEvent e =
+      event("service.state", id, id + ": " + policy::to_string(s.state) + " -> " + policy::to_string(st),
+            {{"from", policy::to_string(s.state)}, {"to", policy::to_string(st)}});
   e.gpu = s.gpu;
   note(Log::debug, std::move(e));
   s.state = st;

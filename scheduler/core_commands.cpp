@@ -109,10 +109,10 @@ void SchedulerCore::Impl::switch_mode(std::uint64_t token, const std::string& mo
     if (svcs.count(member) == 0) job.result.errors.push_back("mode lists unknown service '" + member + "'");
   }
   {
-    SchedEvent e = event("mode.begin", "",
-                         "switching to mode " + mode_id +
-                             (current_mode.empty() ? std::string() : " from " + current_mode),
-                         {{"from", current_mode}, {"services", job.members}});
+    SchedEvent e = event(
+        "mode.begin", "",
+        "switching to mode " + mode_id + (current_mode.empty() ? std::string() : " from " + current_mode),
+        {{"from", current_mode}, {"services", job.members}});
     e.mode = mode_id;
     note(Log::info, std::move(e));
   }
@@ -242,6 +242,8 @@ void SchedulerCore::Impl::reload(std::uint64_t token, const config::LoadResult& 
     r.message = "config reload failed; the running config is kept:\n" + loaded.error_text();
     if (metrics != nullptr) metrics->inc_config_reload(false);
     note(Log::warn, event("reload", "", r.message, {{"ok", false}}));
+    reload_error = r.message;
+    out.changed = true;
     out.reloads.push_back({token, std::move(r)});
     return;
   }
@@ -291,6 +293,7 @@ void SchedulerCore::Impl::reload(std::uint64_t token, const config::LoadResult& 
   r.message = "reloaded " + cfg->source + ": " + std::to_string(r.added.size()) + " added, " +
               std::to_string(r.removed.size()) + " removed, " + std::to_string(r.changed.size()) + " changed";
   if (metrics != nullptr) metrics->inc_config_reload(true);
+  reload_error.clear();
   note(Log::info, event("reload", "", r.message,
                         {{"ok", true}, {"added", r.added}, {"removed", r.removed}, {"changed", r.changed}}));
   out.reloads.push_back({token, std::move(r)});

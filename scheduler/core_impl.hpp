@@ -191,6 +191,7 @@ struct SchedulerCore::Impl {
   TimePoint next_poll{};
   bool poll_now = true;
   std::string current_mode;
+  std::string reload_error;  // the last reload's refusal, until one succeeds
   std::optional<ModeJob> mode_job;
   bool in_progress_mode = false;
   std::string persisted;

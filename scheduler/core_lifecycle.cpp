@@ -132,10 +132,10 @@ void SchedulerCore::Impl::become_ready(const std::string& id, Svc& s, TimePoint 
   {
     char took_text[32];
     std::snprintf(took_text, sizeof took_text, "%.2f s", took);
-    SchedEvent e = event("service.ready", id,
-                         id + " is ready on GPU " + std::to_string(s.gpu) + " after " + took_text +
-                             (woke ? " (woken)" : ""),
-                         {{"seconds", took}, {"wake", woke}});
+    SchedEvent e = event(
+        "service.ready", id,
+        id + " is ready on GPU " + std::to_string(s.gpu) + " after " + took_text + (woke ? " (woken)" : ""),
+        {{"seconds", took}, {"wake", woke}});
     e.gpu = s.gpu;
     note(Log::info, std::move(e));
   }
@@ -208,8 +208,9 @@ void SchedulerCore::Impl::on_verified(const std::string& id, Svc& s, const OpDon
   if (d.ok && d.health == backends::Health::ready) {
     s.phase = Phase::idle;
     set_state(id, s, d.sleeping ? SvcState::sleeping : SvcState::ready, now);
-    SchedEvent e = event("service.adopted", id,
-                         "adopted " + id + " (" + policy::to_string(s.state) + ") on GPU " + std::to_string(s.gpu));
+    SchedEvent e =
+        event("service.adopted", id,
+              "adopted " + id + " (" + policy::to_string(s.state) + ") on GPU " + std::to_string(s.gpu));
     e.gpu = s.gpu;
     note(Log::info, std::move(e));
     if (s.state == SvcState::ready) {

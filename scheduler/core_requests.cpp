@@ -38,8 +38,10 @@ void SchedulerCore::Impl::remember(const std::string& rid, const std::string& mo
   recent.push_back(std::move(info));
   while (recent.size() > kRecentOutcomes) recent.pop_front();
   out.changed = true;
-  nlohmann::json detail = {
-      {"model", model}, {"status", to_string(o.status)}, {"priority", priority}, {"waited_s", o.waited_seconds}};
+  nlohmann::json detail = {{"model", model},
+                           {"status", to_string(o.status)},
+                           {"priority", priority},
+                           {"waited_s", o.waited_seconds}};
   if (o.status != RequestStatus::ready) detail["refusal"] = to_string(o.refusal);
   SchedEvent e = event(o.status == RequestStatus::ready ? "request.ready" : "request.refused", service,
                        "request " + rid + " for " + model + ": " + to_string(o.status) + ": " + o.message,
@@ -50,9 +52,10 @@ void SchedulerCore::Impl::remember(const std::string& rid, const std::string& mo
 }
 
 void SchedulerCore::Impl::note_admitted(const std::string& rid, const RequestRec& r, const char* how) {
-  SchedEvent e = event("request.admitted", r.service,
-                       "request " + rid + " for " + r.spec.model + " waits for " + r.service + " (" + how + ")",
-                       {{"model", r.spec.model}, {"priority", r.priority}, {"how", how}});
+  SchedEvent e =
+      event("request.admitted", r.service,
+            "request " + rid + " for " + r.spec.model + " waits for " + r.service + " (" + how + ")",
+            {{"model", r.spec.model}, {"priority", r.priority}, {"how", how}});
   e.request_id = rid;
   note(Log::debug, std::move(e));
 }
@@ -487,13 +490,14 @@ void SchedulerCore::Impl::advance(TimePoint now) {
     if (!fresh) poll_now = true;
     if (fresh && g != gpus.end() && !s.wait_noted && g->second.free_bytes < s.wait_bytes) {
       s.wait_noted = true;
-      SchedEvent e = event("service.vram_wait", id,
-                           id + " waits for " + policy::format_bytes(s.wait_bytes) + " free on GPU " +
-                               std::to_string(s.gpu) + "; the probe shows " +
-                               policy::format_bytes(g->second.free_bytes) + " free, held by " + holders_on(s.gpu),
-                           {{"needed_bytes", s.wait_bytes},
-                            {"free_bytes", g->second.free_bytes},
-                            {"evicting", s.had_evictions}});
+      SchedEvent e =
+          event("service.vram_wait", id,
+                id + " waits for " + policy::format_bytes(s.wait_bytes) + " free on GPU " +
+                    std::to_string(s.gpu) + "; the probe shows " +
+                    policy::format_bytes(g->second.free_bytes) + " free, held by " + holders_on(s.gpu),
+                {{"needed_bytes", s.wait_bytes},
+                 {"free_bytes", g->second.free_bytes},
+                 {"evicting", s.had_evictions}});
       e.gpu = s.gpu;
       note(Log::info, std::move(e));
     }

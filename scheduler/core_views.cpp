@@ -129,6 +129,7 @@ Snapshot SchedulerCore::Impl::snapshot(TimePoint now) const {
   snap.switching_to = mode_job ? mode_job->mode : "";
   snap.probe_up = probe_up;
   snap.config_source = cfg->source;
+  snap.reload_error = reload_error;
   return snap;
 }
 

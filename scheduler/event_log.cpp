@@ -72,7 +72,8 @@ EventLog::Read EventLog::read_after(std::uint64_t after, std::size_t max) const 
   const std::uint64_t first = ring_.front()->seq;
   if (after + 1 < first) r.missed = first - after - 1;
   const std::uint64_t from = std::max(after + 1, first);
-  for (std::size_t i = static_cast<std::size_t>(from - first); i < ring_.size() && r.events.size() < max; ++i) {
+  for (std::size_t i = static_cast<std::size_t>(from - first); i < ring_.size() && r.events.size() < max;
+       ++i) {
     r.events.push_back(ring_[i]);
   }
   return r;

@@ -340,7 +340,8 @@ struct Scheduler::Impl {
     for (const auto& e : evs) {
       if (e.kind != "service.failed" || e.message.find("last log lines") != std::string::npos) continue;
       pool->post([this, id = e.service] {
-        const std::string tail = backends::tail_lines(backends::service_log_path(deps.log_dir, id), kLogTailLines);
+        const std::string tail =
+            backends::tail_lines(backends::service_log_path(deps.log_dir, id), kLogTailLines);
         if (tail.empty()) return;
         nlohmann::json lines = nlohmann::json::array();
         std::size_t begin = 0;

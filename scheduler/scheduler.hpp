@@ -208,6 +208,7 @@ struct Snapshot {
   bool probe_up = true;
   std::string probe_kind;
   std::string config_source;
+  std::string reload_error;   // why the last reload was refused ("" after a good one, or none yet)
   std::uint64_t version = 0;  // increments on every publish
 };
 

@@ -193,7 +193,8 @@ TEST_F(Cli, ServiceCommands) {
   auto ghost = cli({"--url", server.url(), "service", "start", "ghost"});
   EXPECT_EQ(ghost.code, 1);
   EXPECT_TRUE(has(ghost.err, "unknown service 'ghost'")) << ghost.err;
-  server.control().action_result = scheduler::ActionResult{false, scheduler::Refusal::conflict, "qwen3-coder is busy"};
+  server.control().action_result =
+      scheduler::ActionResult{false, scheduler::Refusal::conflict, "qwen3-coder is busy"};
   auto busy = cli({"--url", server.url(), "service", "stop", "qwen3-coder"});
   EXPECT_EQ(busy.code, 1);
   EXPECT_TRUE(has(busy.err, "qwen3-coder is busy (HTTP 409)")) << busy.err;
@@ -227,7 +228,8 @@ TEST_F(Cli, EventsPrintsEachDecisionAsALineOrAsJson) {
   server.control().events().append({e, r});
   auto lines = cli({"--url", server.url(), "events", "--tail", "2", "--count", "2"});
   ASSERT_EQ(lines.code, 0) << lines.err;
-  EXPECT_TRUE(has(lines.out, "  service.evicting  evicting qwen3-coder (sleep) on GPU 0 for vllm-embedding\n"))
+  EXPECT_TRUE(
+      has(lines.out, "  service.evicting  evicting qwen3-coder (sleep) on GPU 0 for vllm-embedding\n"))
       << lines.out;
   EXPECT_TRUE(has(lines.out, "  service.ready  vllm-embedding is ready")) << lines.out;
   auto js = cli({"--url", server.url(), "events", "--tail", "1", "--count", "1", "--json"});

@@ -38,8 +38,8 @@ bool has(const std::string& text, const std::string& part) {
 TEST(Events, StreamsServerSentEventsWithIdsAndResumesAfterLastEventId) {
   TestServer server;
   auto& log = server.control().events();
-  log.append({event("service.ready", "qwen3-coder"), event("request.ready", "qwen3-coder"),
-              event("mode.end", "")});
+  log.append(
+      {event("service.ready", "qwen3-coder"), event("request.ready", "qwen3-coder"), event("mode.end", "")});
   StreamClient client(server.port(), "/events?tail=2");
   ASSERT_EQ(client.head().status, 200);
   EXPECT_TRUE(has(client.head().head, "Content-Type: text/event-stream")) << client.head().head;

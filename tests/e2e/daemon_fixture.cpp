@@ -49,7 +49,8 @@ void write_config(const fs::path& dir, const GeneratedConfig& cfg) {
     std::ostringstream y;
     const std::string model = p.model.empty() ? p.id : p.model;
     y << "id: " << p.id << "\nname: " << p.id << "\ndriver: " << p.driver << "\nport: " << p.port
-      << "\nvram_mb: " << p.vram_mb << "\nmodel_id: " << model << "\nstartup_timeout: " << p.startup_timeout_s << "\n"
+      << "\nvram_mb: " << p.vram_mb << "\nmodel_id: " << model << "\nstartup_timeout: " << p.startup_timeout_s
+      << "\n"
       << "priority: " << p.priority << "\n";
     if (p.sleep_mode != "none") y << "supports_sleep: true\nsleep_mode: " << p.sleep_mode << "\n";
     // vLLM claims gpu_memory_utilization x total at start (and the driver checks that much is

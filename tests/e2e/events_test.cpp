@@ -24,7 +24,8 @@ using gpumod::testing::StreamClient;
 long find_frame(const std::vector<Frame>& frames, const std::string& kind, const std::string& service,
                 long from = 0) {
   for (auto i = static_cast<std::size_t>(from); i < frames.size(); ++i) {
-    if (frames[i].event == kind && frames[i].data.value("service", "") == service) return static_cast<long>(i);
+    if (frames[i].event == kind && frames[i].data.value("service", "") == service)
+      return static_cast<long>(i);
   }
   return -1;
 }

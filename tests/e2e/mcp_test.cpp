@@ -40,9 +40,9 @@ TEST(Mcp, TheOfficialSdkClientDrivesEveryToolAgainstARealDaemon) {
   ASSERT_FALSE(r.contains("failure")) << r.value("failure", "");
 
   EXPECT_EQ(r.at("server").at("name"), "gpumod");
-  for (const char* tool : {"status", "list_services", "get_service", "list_modes", "switch_mode", "start_service",
-                           "stop_service", "sleep_service", "wake_service", "request_model", "plan", "service_logs",
-                           "recent_events", "reload"}) {
+  for (const char* tool : {"status", "list_services", "get_service", "list_modes", "switch_mode",
+                           "start_service", "stop_service", "sleep_service", "wake_service", "request_model",
+                           "plan", "service_logs", "recent_events", "reload"}) {
     EXPECT_NE(std::find(r.at("tools").begin(), r.at("tools").end(), tool), r.at("tools").end()) << tool;
   }
   EXPECT_FALSE(r.at("status").at("isError"));
@@ -63,7 +63,8 @@ TEST(Mcp, TheOfficialSdkClientDrivesEveryToolAgainstARealDaemon) {
   EXPECT_EQ(sw.at("structured").at("started"), json::array({"embed"}));
   EXPECT_TRUE(has(sw.at("text"), "mode pair: ok; started: [\"embed\"]")) << sw.at("text");
 
-  for (const char* step : {"sleep", "wake", "stop", "start"}) EXPECT_FALSE(r.at(step).at("isError")) << r.at(step).dump();
+  for (const char* step : {"sleep", "wake", "stop", "start"})
+    EXPECT_FALSE(r.at(step).at("isError")) << r.at(step).dump();
   EXPECT_TRUE(has(r.at("sleep").at("text"), "sleep chat: ok"));
   EXPECT_TRUE(has(r.at("plan").at("text"), "\"service\": \"big\"")) << r.at("plan").at("text");
   EXPECT_TRUE(has(r.at("logs").at("text"), "gpumod-test-engine")) << r.at("logs").at("text");

@@ -28,8 +28,8 @@ bool is_png(const fs::path& p) {
 json check_page(const Daemon& d, const std::string& mode, const std::string& service, const fs::path& shots,
                 const std::string& token = "") {
   fs::create_directories(shots);
-  const auto run = gpumod::testing::run_command("node " + (kClients / "ui_check.mjs").string() + " " + d.url() +
-                                                " " + mode + " " + service + " " + shots.string() +
+  const auto run = gpumod::testing::run_command("node " + (kClients / "ui_check.mjs").string() + " " +
+                                                d.url() + " " + mode + " " + service + " " + shots.string() +
                                                 (token.empty() ? "" : " " + token));
   EXPECT_EQ(run.exit_code, 0) << run.output;
   const auto at = run.output.find("RESULT ");
@@ -47,7 +47,8 @@ class Ui : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(fs::exists(kClients / "node_modules" / "playwright-core"))
         << "playwright-core is not installed: run `npm ci` in " << kClients << " (scripts/test-all.sh does)";
-    ASSERT_TRUE(fs::exists("/usr/bin/chromium")) << "Debian's chromium is not installed (scripts/install-deps.sh)";
+    ASSERT_TRUE(fs::exists("/usr/bin/chromium"))
+        << "Debian's chromium is not installed (scripts/install-deps.sh)";
     cfg_.presets = {engine_preset("chat", "vllm", free_port(), 8000, 300, "l1"),
                     engine_preset("embed", "vllm", free_port(), 2000, 100),
                     engine_preset("big", "vllm", free_port(), 20000, 100)};
@@ -81,7 +82,8 @@ TEST_F(Ui, AModeSwitchFromThePageShowsTheNewStatesLive) {
   EXPECT_NE(std::find(events.begin(), events.end(), "service.ready"), events.end()) << events.dump();
   // The GPU bar has one segment per service on the card.
   EXPECT_EQ(r.at("service_segments").size(), 2u) << r.at("service_segments").dump();
-  EXPECT_NE(r.at("log").get<std::string>().find("gpumod-test-engine: vllm chat"), std::string::npos) << r.at("log");
+  EXPECT_NE(r.at("log").get<std::string>().find("gpumod-test-engine: vllm chat"), std::string::npos)
+      << r.at("log");
   // Live through the event stream: an idle page asks the daemon for nothing.
   EXPECT_TRUE(r.at("requests_while_idle").empty()) << r.at("requests_while_idle").dump();
   EXPECT_TRUE(r.at("page_errors").empty()) << r.at("page_errors").dump();

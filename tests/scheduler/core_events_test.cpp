@@ -18,7 +18,8 @@ constexpr std::int64_t kCard = 24 * kGiB;
 long find_event(const std::vector<SchedEvent>& events, const std::string& kind, const std::string& service,
                 long from = 0) {
   for (auto i = static_cast<std::size_t>(from); i < events.size(); ++i) {
-    if (events[i].kind == kind && (service.empty() || events[i].service == service)) return static_cast<long>(i);
+    if (events[i].kind == kind && (service.empty() || events[i].service == service))
+      return static_cast<long>(i);
   }
   return -1;
 }
@@ -89,7 +90,8 @@ TEST(CoreEvents, AWaitForMemoryIsReportedOnceWithTheNumbers) {
   const auto free = ev[wait].detail.at("free_bytes").get<std::int64_t>();
   EXPECT_GE(needed, 20000 * kMiB);
   EXPECT_LT(free, needed);
-  EXPECT_NE(ev[wait].message.find("(coder)"), std::string::npos) << "names who holds it: " << ev[wait].message;
+  EXPECT_NE(ev[wait].message.find("(coder)"), std::string::npos)
+      << "names who holds it: " << ev[wait].message;
   const long starting = find_event(ev, "service.starting", "nemo", wait);
   ASSERT_GT(starting, wait) << kinds(ev);
   EXPECT_GT(ev[starting].detail.at("vram_wait_s").get<double>(), 0.0);
@@ -151,7 +153,8 @@ TEST(CoreEvents, ModeSwitchesAndReloadsAreReportedWithTheirResults) {
   EXPECT_EQ(ev[end].detail.at("stopped"), nlohmann::json::array({"embed"}));
 
   config::LoadResult good;
-  good.config = make_config({preset("embed", 2500, 8210), preset("coder", 10000, 7070), preset("extra", 100, 9000)});
+  good.config =
+      make_config({preset("embed", 2500, 8210), preset("coder", 10000, 7070), preset("extra", 100, 9000)});
   rig.reload(good);
   const long reload = find_event(ev, "reload", "");
   ASSERT_GE(reload, 0) << kinds(ev);
