@@ -32,7 +32,7 @@ namespace {
 using Client = std::shared_ptr<http::Responder>;
 
 // Above this many bytes queued for a client, a stream stops producing until they are taken.
-constexpr std::size_t kMaxBacklog = 256 * 1024;
+constexpr std::size_t kMaxBacklog = std::size_t{256} * 1024;
 // Events sent per wake-up before the stream yields the loop to others.
 constexpr std::size_t kEventsPerRound = 256;
 // SSE comment sent when nothing happened for this long, so proxies keep the stream open.
@@ -40,7 +40,7 @@ constexpr auto kKeepAlive = std::chrono::seconds(15);
 // A log follower checks its file this often even without an inotify event (inotify missing,
 // or a log written through a path it does not see).
 constexpr auto kLogCheckInterval = std::chrono::seconds(1);
-constexpr std::size_t kLogReadPerRound = 64 * 1024;
+constexpr std::size_t kLogReadPerRound = std::size_t{64} * 1024;
 constexpr int kDefaultTailLines = 100;
 constexpr int kMaxTailLines = 10000;
 
@@ -177,7 +177,7 @@ void get_events(Context& ctx, HttpRequest& req, HttpResponse& res) {
   const std::uint64_t last = log.last_seq();
   // Where to start: after the id a reconnecting EventSource sends, after ?since=, or the last
   // ?tail= events; by default only what happens from now on.
-  std::uint64_t cursor = last;
+  std::uint64_t cursor = 0;
   const std::string& resume = req.header("Last-Event-ID");
   if (!resume.empty()) {
     std::uint64_t n = 0;

@@ -69,7 +69,7 @@ class McpServer {
     const std::string method = msg["method"];
     const json params = msg.contains("params") && msg["params"].is_object() ? msg["params"] : json::object();
     if (!msg.contains("id")) return;  // a notification (initialized, cancelled, ...): nothing to answer
-    const json id = msg["id"];
+    const json& id = msg["id"];
     if (method == "initialize") return send_result(id, initialize(params));
     if (method == "ping") return send_result(id, json::object());
     if (method == "tools/list") return send_result(id, tools_list());
