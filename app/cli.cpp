@@ -149,6 +149,11 @@ class Daemon {
                               const std::function<bool(std::string_view data)>& on_data) const {
     return reported(client_.stream(path, on_data));
   }
+  std::optional<Reply> events(
+      const std::string& path,
+      const std::function<bool(const std::string&, const std::string&)>& on_event) const {
+    return reported(client_.events(path, on_event));
+  }
   std::optional<Reply> follow_request(const std::string& id, std::chrono::steady_clock::time_point give_up,
                                       const std::function<void(const std::string&, double)>& on_state) const {
     return reported(client_.follow_request(id, give_up, on_state));
@@ -425,29 +430,11 @@ int cmd_events(const Daemon& d, const Args& a) {
   if (!a.positional.empty()) return usage_error("events takes no arguments");
   std::string path = "/events";
   if (a.tail) path += "?tail=" + std::to_string(*a.tail);
-  std::string pending;  // an SSE frame not yet complete
   std::uint64_t printed = 0;
-  auto reply = d.stream(path, [&](std::string_view data) {
-    pending.append(data);
-    for (std::size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
-      const std::string frame = pending.substr(0, end);
-      pending.erase(0, end + 2);
-      std::string kind, body;
-      std::size_t begin = 0;
-      while (begin < frame.size()) {
-        std::size_t nl = frame.find('\n', begin);
-        if (nl == std::string::npos) nl = frame.size();
-        const std::string_view line(frame.data() + begin, nl - begin);
-        if (line.rfind("event: ", 0) == 0) kind = line.substr(7);
-        if (line.rfind("data: ", 0) == 0) body += line.substr(6);
-        begin = nl + 1;
-      }
-      if (body.empty()) continue;  // a comment (keep-alive)
-      print_event(body, a.json_output);
-      std::cout.flush();
-      if (kind != "dropped" && a.count && ++printed >= *a.count) return false;
-    }
-    return true;
+  auto reply = d.events(path, [&](const std::string& kind, const std::string& body) {
+    print_event(body, a.json_output);
+    std::cout.flush();
+    return !(kind != "dropped" && a.count && ++printed >= *a.count);
   });
   if (!reply) return kUnreachable;
   if (reply->status != 200) return report_refusal(*reply);

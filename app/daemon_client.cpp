@@ -75,6 +75,30 @@ Result<Reply> DaemonClient::stream(const std::string& path,
   return reply;
 }
 
+Result<Reply> DaemonClient::events(
+    const std::string& path,
+    const std::function<bool(const std::string& kind, const std::string& data)>& on_event) const {
+  std::string pending;  // a frame not yet complete
+  return stream(path, [&](std::string_view data) {
+    pending.append(data);
+    for (std::size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
+      const std::string frame = pending.substr(0, end);
+      pending.erase(0, end + 2);
+      std::string kind, body;
+      for (std::size_t begin = 0; begin < frame.size();) {
+        std::size_t nl = frame.find('\n', begin);
+        if (nl == std::string::npos) nl = frame.size();
+        const std::string_view line(frame.data() + begin, nl - begin);
+        if (line.rfind("event: ", 0) == 0) kind = line.substr(7);
+        if (line.rfind("data: ", 0) == 0) body += line.substr(6);
+        begin = nl + 1;
+      }
+      if (!body.empty() && !on_event(kind, body)) return false;
+    }
+    return true;
+  });
+}
+
 Result<Reply> DaemonClient::follow_request(
     const std::string& request_id, std::chrono::steady_clock::time_point give_up,
     const std::function<void(const std::string& state, double elapsed_s)>& on_state) const {

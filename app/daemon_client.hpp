@@ -36,6 +36,11 @@ class DaemonClient {
   [[nodiscard]] Result<Reply> stream(const std::string& path,
                                      const std::function<bool(std::string_view data)>& on_data) const;
 
+  // GET `path` as a Server-Sent Events stream (GET /events): each event's name and data go to
+  // `on_event` (return false to stop); comments (keep-alives) are skipped.
+  [[nodiscard]] Result<Reply> events(
+      const std::string& path,
+      const std::function<bool(const std::string& kind, const std::string& data)>& on_event) const;
   // Follows a request submitted with "wait": false (GET /requests/{id} every 200 ms) until it is
   // decided (the Reply's body has its "outcome"), the daemon refuses the GET, or `give_up`
   // passes (the last Reply, without an outcome). `on_state` sees each answer's status and the

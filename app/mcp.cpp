@@ -287,20 +287,13 @@ class McpServer {
     // The stream sends the last `count` events at once; stop reading when they are in, or after
     // a quiet moment (fewer events than asked for exist).
     std::vector<json> events;
-    std::string pending;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    auto r = daemon_.stream("/events?tail=" + std::to_string(count), [&](std::string_view data) {
-      pending.append(data);
-      for (std::size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
-        const std::string frame = pending.substr(0, end);
-        pending.erase(0, end + 2);
-        const auto at = frame.find("data: ");
-        if (at == std::string::npos) continue;
-        const json e = json::parse(frame.substr(at + 6, frame.find('\n', at) - at - 6), nullptr, false);
-        if (e.is_object()) events.push_back(e);
-      }
-      return static_cast<int>(events.size()) < count && std::chrono::steady_clock::now() < deadline;
-    });
+    auto r = daemon_.events(
+        "/events?tail=" + std::to_string(count), [&](const std::string&, const std::string& data) {
+          const json e = json::parse(data, nullptr, false);
+          if (e.is_object()) events.push_back(e);
+          return static_cast<int>(events.size()) < count && std::chrono::steady_clock::now() < deadline;
+        });
     if (!r) return {r.error(), json(nullptr), true};
     if (r->status != 200) return from_daemon(r, "");
     std::string text;
