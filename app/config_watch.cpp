@@ -42,27 +42,34 @@ struct ConfigWatcher::Impl {
   std::chrono::milliseconds debounce;
   int inotify = -1;
   int stop_fd = -1;
-  std::map<int, std::pair<fs::path, bool>> watches;  // wd -> (folder, recursive)
+  using Watches = std::map<int, std::pair<fs::path, bool>>;  // wd -> (folder, recursive)
+  Watches watches;  // touched only by the watcher's thread once it runs
   std::thread thread;
 
-  void add(const fs::path& dir, bool recursive) {
+  void add(const fs::path& dir, bool recursive, Watches& into) {
     const int wd = ::inotify_add_watch(inotify, dir.c_str(), kEvents | IN_ONLYDIR);
     if (wd < 0) {
       spdlog::warn("watch: cannot watch {}: {}", dir.string(), std::strerror(errno));
       return;
     }
-    watches[wd] = {dir, recursive};
+    into[wd] = {dir, recursive};
     if (!recursive) return;
     std::error_code ec;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-      if (it->is_directory(ec) && relevant(it->path().filename().string())) add(it->path(), true);
+      if (it->is_directory(ec) && relevant(it->path().filename().string())) add(it->path(), true, into);
     }
   }
 
+  // Watches exactly `dirs` from now on. A folder still wanted is never unwatched on the way
+  // (inotify hands back the same descriptor for a folder it already watches): removing every
+  // watch and adding them back left a gap after each reload in which a write was missed.
   void watch_all(const std::vector<config::Config::WatchedDir>& dirs) {
-    for (const auto& [wd, what] : watches) ::inotify_rm_watch(inotify, wd);
-    watches.clear();
-    for (const auto& d : dirs) add(d.path, d.recursive);
+    Watches next;
+    for (const auto& d : dirs) add(d.path, d.recursive, next);
+    for (const auto& [wd, what] : watches) {
+      if (next.count(wd) == 0) ::inotify_rm_watch(inotify, wd);
+    }
+    watches = std::move(next);
   }
 
   // Reads what inotify has; true when something relevant changed.
@@ -84,7 +91,7 @@ struct ConfigWatcher::Impl {
         if (!relevant(name)) continue;
         if ((e->mask & IN_ISDIR) != 0 && (e->mask & (IN_CREATE | IN_MOVED_TO)) != 0 && w != watches.end() &&
             w->second.second) {
-          add(w->second.first / name, true);  // a new subfolder of presets or modes
+          add(w->second.first / name, true, watches);  // a new subfolder of presets or modes
         }
         changed = true;
       }

@@ -302,8 +302,11 @@ struct Scheduler::Impl {
   void dispatch(TimePoint t) {
     CoreOutput out = core.take_output();
     if (out.changed) publish(t);
-    post_log_tails(out.events);
+    // The failure's own event goes in before its log tail is asked for: the worker appends the
+    // tail as soon as it has read it, and a reader must see the failure first.
+    std::vector<std::string> failed = failures_wanting_log_tails(out.events);
     events.append(std::move(out.events));
+    post_log_tails(std::move(failed));
     for (auto& e : out.effects) {
       switch (e.kind) {
         case Effect::Kind::persist:
@@ -335,11 +338,18 @@ struct Scheduler::Impl {
   // are read on a worker (a file read has no place on this thread) and follow as an event of
   // their own. Failures whose message carries the lines already (a process that exited) are
   // left as they are.
-  void post_log_tails(const std::vector<SchedEvent>& evs) {
-    if (deps.log_dir.empty() || !pool) return;
-    for (const auto& e : evs) {
-      if (e.kind != "service.failed" || e.message.find("last log lines") != std::string::npos) continue;
-      pool->post([this, id = e.service] {
+  std::vector<std::string> failures_wanting_log_tails(const std::vector<SchedEvent>& evs) const {
+    std::vector<std::string> ids;
+    if (deps.log_dir.empty() || !pool) return ids;
+    for (const auto& e : evs)
+      if (e.kind == "service.failed" && e.message.find("last log lines") == std::string::npos)
+        ids.push_back(e.service);
+    return ids;
+  }
+
+  void post_log_tails(std::vector<std::string> ids) {
+    for (auto& service : ids) {
+      pool->post([this, id = std::move(service)] {
         const std::string tail =
             backends::tail_lines(backends::service_log_path(deps.log_dir, id), kLogTailLines);
         if (tail.empty()) return;

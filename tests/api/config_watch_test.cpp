@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "tests/support/eventually.hpp"
@@ -34,12 +35,14 @@ class Watch : public ::testing::Test {
     return std::make_unique<ConfigWatcher>(
         dirs,
         [this] {
-          reloads.fetch_add(1);
+          const int n = reloads.fetch_add(1) + 1;
+          if (during_reload) during_reload(n);
           return dirs;
         },
         debounce);
   }
   TempDir dir;
+  std::function<void(int)> during_reload;  // runs inside the reload, as a user's edit might
   std::vector<config::Config::WatchedDir> dirs;
   std::atomic<int> reloads{0};
 };
@@ -83,6 +86,18 @@ TEST_F(Watch, ANewSubfolderOfPresetsIsWatched) {
   fs::create_directories(dir.path() / "presets" / "more");
   ASSERT_TRUE(eventually([&] { return reloads.load() == 1; }));  // the folder itself
   write(dir.path() / "presets" / "more" / "embed.yaml", "id: embed\n");
+  ASSERT_TRUE(eventually([&] { return reloads.load() == 2; }));
+}
+
+// An edit that lands while a reload is reading the files is not lost: it reloads once more.
+// (ANewSubfolderOfPresetsIsWatched writes right after the first reload, when the watches are
+// renewed: it failed under load while renewing them had a gap.)
+TEST_F(Watch, AnEditWhileAReloadRunsIsReloadedToo) {
+  during_reload = [this](int n) {
+    if (n == 1) write(dir.path() / "presets" / "coder.yaml", "id: coder # edited during the reload\n");
+  };
+  auto watcher = start();
+  write(dir.path() / "presets" / "coder.yaml", "id: coder\n");
   ASSERT_TRUE(eventually([&] { return reloads.load() == 2; }));
 }
 

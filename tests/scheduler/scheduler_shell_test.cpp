@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends/service_log.hpp"
 #include "exporter/metrics.hpp"
 #include "scheduler/lease_gate.hpp"
 #include "scheduler/scheduler.hpp"
@@ -131,6 +133,43 @@ TEST(SchedulerShell, ServesARequestThroughWorkerThreadsAndPublishesSnapshots) {
   auto unknown = sched->submit(req("nope"));
   ASSERT_TRUE(ready_in_time(unknown.outcome));
   EXPECT_EQ(unknown.outcome.get().refusal, Refusal::unknown);
+}
+
+// A failed start's event is followed by the last lines of the service's log, read on a worker:
+// the failure comes first in the event log however fast that worker is (it once raced ahead).
+TEST(SchedulerShell, AFailuresLogTailFollowsItsFailedEvent) {
+  TempDir dir;
+  Shell sh(dir.path());
+  const auto log_dir = dir.path() / "logs";
+  std::filesystem::create_directories(log_dir);
+  std::ofstream(backends::service_log_path(log_dir, "embed")) << "loading weights\nout of file handles\n";
+  Behavior b = sh.world.behavior("embed");
+  b.fail_start = true;
+  sh.world.set_behavior("embed", b);
+  sh.deps.log_dir = log_dir;
+  for (int round = 0; round < 20; ++round) {
+    auto sched = sh.make();
+    sched->start();
+    auto t = sched->submit(req("embed"));
+    ASSERT_TRUE(ready_in_time(t.outcome));
+    EXPECT_NE(t.outcome.get().refusal, Refusal::none);
+    std::vector<std::string> kinds;
+    std::string tail_json;
+    const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    while (tail_json.empty() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      kinds.clear();
+      for (const auto& e : sched->events().read_after(0, 1000).events) {
+        kinds.push_back(e->kind);
+        if (e->kind == "service.log_tail") tail_json = e->json;
+      }
+    }
+    const auto failed = std::find(kinds.begin(), kinds.end(), "service.failed");
+    const auto tail = std::find(kinds.begin(), kinds.end(), "service.log_tail");
+    ASSERT_NE(tail, kinds.end()) << "round " << round;
+    ASSERT_LT(failed, tail) << "round " << round;
+    EXPECT_NE(tail_json.find("out of file handles"), std::string::npos) << tail_json;
+  }
 }
 
 // `accepted` is ready only once the published state knows the request: what lets the API
